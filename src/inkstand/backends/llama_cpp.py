@@ -1,0 +1,187 @@
+"""The embedded backend: llama.cpp in-process through llama-cpp-python's low-level C API.
+
+We drive `llama_batch` / `llama_decode` and one C sampler chain per sequence directly; the
+high-level `Llama` class keeps one sequence and samples in Python, which is what we avoid.
+Native failures are translated to `EngineError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from inkstand.backends.base import BatchEntry, ModelInfo
+from inkstand.engine.types import SamplingParams
+from inkstand.errors import EngineError
+
+logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+import llama_cpp as L  # noqa: E402  (after quieting its logger, which it reads at load)
+
+
+class LlamaCppBackend:
+    """One llama.cpp model and context; `n_seq_max` sequences share the context."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_seq_max: int = 1,
+        n_batch: int = 512,
+    ) -> None:
+        if not Path(path).is_file():
+            raise EngineError(f"model file {path} does not exist")
+        L.llama_backend_init()
+        self._model = self._load_model(path)
+        self._ctx = self._new_context(n_ctx, n_threads, n_seq_max, n_batch)
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self._mem = L.llama_get_memory(self._ctx)
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
+        self._samplers: dict[int, ctypes.c_void_p] = {}
+        self._pieces: dict[int, bytes] = {}
+        self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
+        self.info = self._read_info(path)
+
+    # -- loading -----------------------------------------------------------------------
+    def _load_model(self, path: str):
+        params = L.llama_model_default_params()
+        model = L.llama_model_load_from_file(path.encode(), params)
+        if not model:
+            raise EngineError(f"llama.cpp could not load {path}: is it a GGUF model file?")
+        return model
+
+    def _new_context(self, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int):
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        ctx = L.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        return ctx
+
+    def _read_info(self, path: str) -> ModelInfo:
+        desc = ctypes.create_string_buffer(256)
+        L.llama_model_desc(self._model, desc, 256)
+        template = L.llama_model_chat_template(self._model, None)
+        return ModelInfo(
+            description=f"{Path(path).name} ({desc.value.decode(errors='replace')})",
+            n_ctx=L.llama_n_ctx(self._ctx),
+            n_ctx_train=L.llama_model_n_ctx_train(self._model),
+            chat_template=template.decode("utf-8") if template else None,
+            bos_text=self._special_text(L.llama_vocab_bos(self._vocab)),
+            eos_text=self._special_text(L.llama_vocab_eos(self._vocab)),
+        )
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    # -- tokenizer (read-only, any thread) ------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        add_bos = add_special and self._add_bos and not text.startswith(self.info.bos_text)
+        capacity = len(data) + 8
+        buf = (L.llama_token * capacity)()
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, True)
+        if n < 0:
+            raise EngineError("tokenizer overflow")
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._piece(token, special=False)
+        return piece
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self._vocab, token))
+
+    # -- sequences (engine thread only) ---------------------------------------------------
+    def begin(self, seq_id: int, sampling: SamplingParams) -> None:
+        self.end(seq_id)
+        self._samplers[seq_id] = self._sampler_chain(sampling)
+
+    def end(self, seq_id: int) -> None:
+        sampler = self._samplers.pop(seq_id, None)
+        if sampler is not None:
+            L.llama_sampler_free(sampler)
+        L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+
+    def _sampler_chain(self, sampling: SamplingParams):
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if sampling.greedy:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if sampling.top_p < 1.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
+        seed = sampling.seed if sampling.seed is not None else L.LLAMA_DEFAULT_SEED
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
+
+    def decode(self, batch: list[BatchEntry]) -> list[int]:
+        b = self._batch
+        n = 0
+        logits_at: list[int] = []
+        for entry in batch:
+            last = len(entry.tokens) - 1
+            for i, token in enumerate(entry.tokens):
+                b.token[n] = token
+                b.pos[n] = entry.start_pos + i
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = entry.seq_id
+                b.logits[n] = entry.want_logits and i == last
+                n += 1
+            if entry.want_logits:
+                logits_at.append(n - 1)
+        b.n_tokens = n
+        rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with status {rc}")
+        return logits_at
+
+    def sample(self, seq_id: int, logits_index: int) -> int:
+        return int(L.llama_sampler_sample(self._samplers[seq_id], self._ctx, logits_index))
+
+    def logprob(self, logits_index: int, token: int) -> float:
+        ptr = L.llama_get_logits_ith(self._ctx, logits_index)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        top = float(logits.max())
+        log_z = top + math.log(float(np.exp(logits - top).sum()))
+        return float(logits[token]) - log_z
+
+    def close(self) -> None:
+        for seq_id in list(self._samplers):
+            self.end(seq_id)
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None

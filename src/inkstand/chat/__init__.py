@@ -1,0 +1,1 @@
+"""The chat service: Writer requests in, engine requests out, Writer responses back."""

@@ -1,0 +1,51 @@
+"""Which Writer model ids this server answers to, and which engine serves each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inkstand.config import ModelSpec
+from inkstand.engine import Engine
+from inkstand.errors import ModelNotFoundError
+
+REMOVED_MODELS = {
+    "palmyra-x-003-instruct": "Palmyra X 003 Instruct",
+    "palmyra-med": "Palmyra Med",
+    "palmyra-fin": "Palmyra Financial",
+    "palmyra-creative": "Palmyra Creative",
+    "palmyra-vision": "Palmyra Vision",
+}
+REMOVAL_DATE = "2026-07-13"
+REPLACEMENT = "palmyra-x5"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str
+    spec: ModelSpec
+    engine: Engine
+
+
+class Catalog:
+    """Resolves a requested model id (or a configured alias) to a served model."""
+
+    def __init__(self, served: dict[str, ServedModel], aliases: dict[str, str]) -> None:
+        self._served = served
+        self._aliases = aliases
+
+    def listing(self) -> list[dict[str, str]]:
+        return [{"id": m.id, "name": m.spec.name} for m in self._served.values()]
+
+    def resolve(self, model_id: str) -> ServedModel:
+        target = self._aliases.get(model_id, model_id)
+        served = self._served.get(target)
+        if served is not None:
+            return served
+        if model_id in REMOVED_MODELS:
+            raise ModelNotFoundError(
+                f"The model `{model_id}` was removed on {REMOVAL_DATE}. "
+                f"Use `{REPLACEMENT}` instead."
+            )
+        raise ModelNotFoundError(
+            f"Unknown model `{model_id}`. This server serves: {', '.join(self._served)}."
+        )

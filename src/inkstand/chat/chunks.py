@@ -1,0 +1,159 @@
+"""Writer's response and chunk shapes (spec sections 2 and 3), built as plain dicts.
+
+Dicts rather than pydantic models because a chunk is built per token; the tests check every
+shape here against Writer's published OpenAPI schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inkstand.engine import TokenInfo
+
+SYSTEM_FINGERPRINT = "inkstand-v1"
+
+
+def empty_graph_data() -> dict[str, None]:
+    return {"sources": None, "status": None, "subqueries": None}
+
+
+def logprob_entries(tokens: list[TokenInfo]) -> list[dict[str, Any]]:
+    return [
+        {"token": t.text, "logprob": t.logprob, "bytes": list(t.raw), "top_logprobs": []}
+        for t in tokens
+    ]
+
+
+def usage_body(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_token_details": {"cached_tokens": cached},
+        "completion_tokens_details": None,
+    }
+
+
+@dataclass
+class ChoiceResult:
+    """One finished choice of a non-streaming answer."""
+
+    index: int
+    text: str = ""
+    finish_reason: str = "stop"
+    tokens: list[TokenInfo] | None = None
+
+
+def completion_body(
+    *, response_id: str, created: int, model: str, choices: list[ChoiceResult], usage: dict
+) -> dict[str, Any]:
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "choices": [_choice(c) for c in choices],
+        "created": created,
+        "model": model,
+        "usage": usage,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "service_tier": None,
+    }
+
+
+def _choice(choice: ChoiceResult) -> dict[str, Any]:
+    logprobs = None
+    if choice.tokens is not None:
+        logprobs = {"content": logprob_entries(choice.tokens), "refusal": None}
+    return {
+        "index": choice.index,
+        "finish_reason": choice.finish_reason,
+        "message": {
+            "content": choice.text,
+            "role": "assistant",
+            "tool_calls": None,
+            "graph_data": empty_graph_data(),
+            "llm_data": None,
+            "image_data": None,
+            "translation_data": None,
+            "web_search_data": None,
+            "refusal": None,
+        },
+        "logprobs": logprobs,
+    }
+
+
+@dataclass
+class ChunkFactory:
+    """Builds the chunks of one streamed response; every chunk shares id, created, model."""
+
+    response_id: str
+    created: int
+    model: str
+    _head: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._head = {
+            "id": self.response_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict | None = None) -> dict[str, Any]:
+        return {
+            **self._head,
+            "choices": choices,
+            "usage": usage,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "service_tier": None,
+        }
+
+    def opening(self, indexes: range) -> dict[str, Any]:
+        """The first chunk: the assistant role for every choice, in index order."""
+        return self._chunk([_opening_choice(i) for i in indexes])
+
+    def content(self, index: int, text: str, tokens: list[TokenInfo] | None) -> dict[str, Any]:
+        logprobs = None
+        if tokens is not None:
+            logprobs = {"content": logprob_entries(tokens), "refusal": None}
+        return self._chunk(
+            [
+                {
+                    "index": index,
+                    "finish_reason": None,
+                    "delta": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": logprobs,
+                }
+            ]
+        )
+
+    def closing(self, index: int, finish_reason: str, usage: dict | None) -> dict[str, Any]:
+        return self._chunk(
+            [
+                {
+                    "index": index,
+                    "finish_reason": finish_reason,
+                    "delta": {"content": None},
+                    "message": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                }
+            ],
+            usage,
+        )
+
+
+def _opening_choice(index: int) -> dict[str, Any]:
+    return {
+        "index": index,
+        "finish_reason": None,
+        "delta": {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": None,
+            "graph_data": empty_graph_data(),
+            "refusal": None,
+        },
+        "message": {"role": "assistant", "content": "", "refusal": None},
+        "logprobs": None,
+    }

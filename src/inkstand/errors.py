@@ -1,0 +1,115 @@
+"""The one exception tree; every error a client can see is an `InkstandError`.
+
+    InkstandError(status, tpe, key)
+    ├── BadRequestError            400 fail.badRequest.invalidParameters
+    │   ├── ContextLengthError     400 prompt + max_tokens over the context window
+    │   ├── UnsupportedFeatureError 400 valid Writer input we do not serve yet
+    │   └── ModelNotFoundError     400 unknown or removed model id
+    ├── AuthenticationError        401
+    ├── PermissionError_           403
+    ├── NotFoundError              404 unknown route
+    ├── MethodNotAllowedError      405
+    ├── PayloadTooLargeError       413
+    ├── RateLimitError             429 carries retry_after
+    ├── EngineError                500 the engine failed a request
+    └── OverloadedError            503 carries retry_after
+
+Errors are raised where they happen and rendered once, by `inkstand.api.errors`.
+"""
+
+from __future__ import annotations
+
+
+class InkstandError(Exception):
+    """Base of every client-visible error: an HTTP status plus Writer's `tpe` and `key`."""
+
+    status = 500
+    tpe = "InternalServerError"
+    key = "fail.internalServerError.generic"
+    retry_after: float | None = None
+    should_retry: bool | None = None
+
+    def __init__(self, description: str, *, extras: dict | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.extras = extras or {}
+
+
+class BadRequestError(InkstandError):
+    status = 400
+    tpe = "BadRequest"
+    key = "fail.badRequest.invalidParameters"
+    should_retry = False
+
+
+class ContextLengthError(BadRequestError):
+    key = "fail.badRequest.contextLengthExceeded"
+
+
+class UnsupportedFeatureError(BadRequestError):
+    key = "fail.badRequest.unsupportedFeature"
+
+
+class ModelNotFoundError(BadRequestError):
+    key = "fail.badRequest.modelNotFound"
+
+
+class AuthenticationError(InkstandError):
+    status = 401
+    tpe = "Unauthorized"
+    key = "fail.unauthorized.badToken"
+    should_retry = False
+
+
+class PermissionError_(InkstandError):  # noqa: N801 - avoids shadowing the builtin
+    status = 403
+    tpe = "Forbidden"
+    key = "fail.forbidden.insufficientAccessRights"
+    should_retry = False
+
+
+class NotFoundError(InkstandError):
+    status = 404
+    tpe = "NotFound"
+    key = "fail.notFound.resource"
+    should_retry = False
+
+
+class MethodNotAllowedError(InkstandError):
+    status = 405
+    tpe = "MethodNotAllowed"
+    key = "fail.methodNotAllowed"
+    should_retry = False
+
+
+class PayloadTooLargeError(InkstandError):
+    status = 413
+    tpe = "PayloadTooLarge"
+    key = "fail.payloadTooLarge"
+    should_retry = False
+
+
+class RateLimitError(InkstandError):
+    status = 429
+    tpe = "TooManyRequests"
+    key = "fail.tooManyRequests.quotaExceeded"
+
+    def __init__(self, description: str, *, retry_after: float, extras: dict | None = None):
+        super().__init__(description, extras=extras)
+        self.retry_after = retry_after
+
+
+class EngineError(InkstandError):
+    status = 500
+    tpe = "InternalServerError"
+    key = "fail.internalServerError.generic"
+
+
+class OverloadedError(InkstandError):
+    status = 503
+    tpe = "ServiceUnavailable"
+    key = "fail.serviceUnavailable.temporary"
+
+    def __init__(self, description: str, *, retry_after: float = 1.0, extras: dict | None = None):
+        super().__init__(description, extras=extras)
+        self.retry_after = retry_after

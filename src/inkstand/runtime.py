@@ -1,0 +1,83 @@
+"""What the server serves: engines loaded from the configured models, and the services on them.
+
+Models load on a worker thread after the server starts listening, so `/health` can say 503
+while they load; API calls made before then get a 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from inkstand.chat.catalog import Catalog, ServedModel
+from inkstand.chat.service import ChatService
+from inkstand.config import Settings
+from inkstand.engine import Engine
+from inkstand.errors import OverloadedError
+
+log = logging.getLogger("inkstand")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engines: dict[tuple[str, int], Engine] = {}
+        self.ready = False
+        self.failure: str | None = None
+        self._catalog: Catalog | None = None
+        self._service: ChatService | None = None
+
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise self._not_ready()
+        return self._catalog
+
+    def chat_service(self) -> ChatService:
+        if self._service is None:
+            raise self._not_ready()
+        return self._service
+
+    def _not_ready(self) -> OverloadedError:
+        if self.failure:
+            return OverloadedError(f"The model failed to load: {self.failure}", retry_after=60)
+        return OverloadedError("The model is still loading; retry shortly.", retry_after=2)
+
+    def install(self, engines: dict[tuple[str, int], Engine]) -> None:
+        """Serve the given started engines (keyed by GGUF path and context size)."""
+        self.engines = engines
+        served = {
+            spec.id: ServedModel(spec.id, spec, engines[(spec.path, spec.ctx_size)])
+            for spec in self.settings.models
+        }
+        self._catalog = Catalog(served, dict(self.settings.aliases))
+        self._service = ChatService(self._catalog)
+        self.ready = True
+
+    def load_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load, name="inkstand-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self) -> None:
+        from inkstand.backends.llama_cpp import LlamaCppBackend
+
+        engines: dict[tuple[str, int], Engine] = {}
+        try:
+            for spec in self.settings.models:
+                key = (spec.path, spec.ctx_size)
+                if key not in engines:
+                    log.info("loading %s (context %d tokens)", spec.path, spec.ctx_size)
+                    backend = LlamaCppBackend(
+                        spec.path, n_ctx=spec.ctx_size, n_threads=self.settings.threads
+                    )
+                    engines[key] = Engine(backend, name=spec.id)
+                    engines[key].start()
+            self.install(engines)
+            log.info("ready: serving %s", ", ".join(m.id for m in self.settings.models))
+        except Exception as exc:
+            self.failure = str(exc)
+            log.error("model loading failed: %s", exc)
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
