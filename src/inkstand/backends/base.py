@@ -9,7 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from inkstand.engine.types import SamplingParams
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token; temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    logprobs: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 1e-6
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inkstand.backends.base import BatchEntry, ModelInfo
-from inkstand.engine.types import SamplingParams
+from inkstand.backends.base import BatchEntry, ModelInfo, SamplingParams
 from inkstand.errors import EngineError
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)

@@ -5,21 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from inkstand.backends.base import SamplingParams
+
+__all__ = [
+    "Event",
+    "Finish",
+    "FinishReason",
+    "GenerationRequest",
+    "SamplingParams",
+    "TokenEvent",
+    "TokenInfo",
+]
+
 FinishReason = Literal["stop", "length"]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick each next token; temperature 0 means greedy."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    logprobs: bool = False
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 1e-6
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""The app in-process over httpx's ASGI transport, on the scripted fake backend."""
+
+import httpx
+import pytest
+
+from inkstand.app import create_app
+from inkstand.backends.fake import FakeBackend
+from inkstand.config import ModelSpec, Settings
+from inkstand.engine import Engine
+from inkstand.store import open_store
+
+KEY = "test-key"
+FAKE_PATH = "fake.gguf"
+CTX = 512
+
+
+def settings(**overrides) -> Settings:
+    models = (
+        ModelSpec("palmyra-x5", "Palmyra X5", FAKE_PATH, CTX, 256),
+        ModelSpec("palmyra-x4", "Palmyra X4", FAKE_PATH, CTX, 128),
+    )
+    return Settings(api_key=(KEY,), data_dir="unused", models=models, **overrides)
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend("Hello world", n_ctx=CTX)
+
+
+@pytest.fixture
+async def app(backend):
+    engine = Engine(backend)
+    engine.start()
+    app = create_app(
+        settings(max_body_bytes=4096), engines={(FAKE_PATH, CTX): engine}, store=open_store(None)
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app):
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://inkstand.test",
+        headers={"Authorization": f"Bearer {KEY}"},
+    ) as client:
+        yield client
+
+
+def chat_body(**fields) -> dict:
+    body = {"model": "palmyra-x5", "messages": [{"role": "user", "content": "Hi"}]}
+    body.update(fields)
+    return body

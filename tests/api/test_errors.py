@@ -1,0 +1,183 @@
+"""One test pins Writer's error envelope for every error source the API has."""
+
+import httpx
+import pytest
+
+from inkstand.app import create_app
+from inkstand.store import open_store
+
+from .conftest import KEY, chat_body, settings
+
+LONG = "word " * 600  # over the fake model's 512-token context
+
+
+def envelope_ok(body: dict) -> bool:
+    return (
+        set(body) == {"tpe", "errors", "extras"}
+        and isinstance(body["tpe"], str)
+        and isinstance(body["extras"], dict)
+        and len(body["errors"]) == 1
+        and set(body["errors"][0]) == {"description", "key", "extras"}
+        and body["errors"][0]["description"]
+        and body["errors"][0]["key"].startswith("fail.")
+    )
+
+
+CASES = {
+    "no key": ("POST", "/v1/chat", {"headers": {"Authorization": ""}, "json": chat_body()}, 401),
+    "wrong key": ("POST", "/v1/chat", {"headers": {"Authorization": "Bearer nope"}}, 401),
+    "not bearer": ("GET", "/v1/models", {"headers": {"Authorization": f"Basic {KEY}"}}, 401),
+    "unknown route": ("GET", "/v1/nothing", {}, 404),
+    "wrong method": ("GET", "/v1/chat", {}, 405),
+    "malformed json": ("POST", "/v1/chat", {"content": b"{not json"}, 400),
+    "empty body": ("POST", "/v1/chat", {"content": b""}, 400),
+    "not an object": ("POST", "/v1/chat", {"json": [1, 2]}, 400),
+    "no messages": ("POST", "/v1/chat", {"json": {"model": "palmyra-x5"}}, 400),
+    "empty messages": ("POST", "/v1/chat", {"json": chat_body(messages=[])}, 400),
+    "bad role": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(messages=[{"role": "robot", "content": "x"}])},
+        400,
+    ),
+    "string max_tokens": ("POST", "/v1/chat", {"json": chat_body(max_tokens="5")}, 400),
+    "n zero": ("POST", "/v1/chat", {"json": chat_body(n=0)}, 400),
+    "json_schema missing": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(response_format={"type": "json_schema"})},
+        400,
+    ),
+    "structured output": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(response_format={"type": "json_schema", "json_schema": {"a": 1}})},
+        400,
+    ),
+    "function tool": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(tools=[{"type": "function", "function": {"name": "f"}}])},
+        400,
+    ),
+    "two built-in tools": (
+        "POST",
+        "/v1/chat",
+        {
+            "json": chat_body(
+                tools=[
+                    {"type": "llm", "function": {"description": "d", "model": "palmyra-x4"}},
+                    {
+                        "type": "web_search",
+                        "function": {"include_domains": [], "exclude_domains": []},
+                    },
+                ]
+            )
+        },
+        400,
+    ),
+    "image": (
+        "POST",
+        "/v1/chat",
+        {
+            "json": chat_body(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA"},
+                            }
+                        ],
+                    }
+                ]
+            )
+        },
+        400,
+    ),
+    "unknown model": ("POST", "/v1/chat", {"json": chat_body(model="gpt-4")}, 400),
+    "removed model": ("POST", "/v1/chat", {"json": chat_body(model="palmyra-med")}, 400),
+    "max_tokens over model cap": ("POST", "/v1/chat", {"json": chat_body(max_tokens=300)}, 400),
+    "context overflow": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(messages=[{"role": "user", "content": "x" * 400}], max_tokens=200)},
+        400,
+    ),
+    "too large": (
+        "POST",
+        "/v1/chat",
+        {"json": chat_body(messages=[{"role": "user", "content": LONG * 2}])},
+        413,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_every_error_source_renders_writers_envelope(client, name):
+    method, path, kwargs, status = CASES[name]
+    response = await client.request(method, path, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert envelope_ok(response.json()), response.json()
+    if 400 <= status < 500:
+        assert response.headers.get("x-should-retry") == "false"
+
+
+async def test_engine_failure_before_the_stream_is_a_500_envelope(client, backend):
+    backend.fail_decodes = 1
+    response = await client.post("/v1/chat", json=chat_body(stream=True))
+    assert response.status_code == 500
+    assert envelope_ok(response.json())
+
+
+async def test_engine_failure_mid_stream_is_one_error_event(client, backend):
+    backend.reply = b"x" * 10
+    original = backend.decode
+
+    def fail_third(batch):
+        if len(backend.decode_calls) == 3:
+            backend.fail_decodes = 1
+        return original(batch)
+
+    backend.decode = fail_third
+    response = await client.post("/v1/chat", json=chat_body(stream=True))
+    assert response.status_code == 200
+    frames = response.text.split("\n\n")
+    error_frames = [f for f in frames if f.startswith("event: error\n")]
+    assert len(error_frames) == 1
+    assert "data: [DONE]" not in response.text
+    import json
+
+    assert envelope_ok(json.loads(error_frames[0].split("data: ", 1)[1]))
+
+
+async def test_loading_server_answers_503_with_retry_after():
+    app = create_app(settings(), engines=None, store=open_store(None))
+    app.state.runtime.ready = False  # lifespan not run: models never loaded
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        response = await client.post("/v1/chat", json=chat_body(), headers=headers)
+        health = await client.get("/health")
+    assert response.status_code == 503
+    assert envelope_ok(response.json())
+    assert int(response.headers["retry-after"]) >= 1
+    assert health.status_code == 503
+
+
+async def test_descriptions_name_what_to_fix(client):
+    unknown = (await client.post("/v1/chat", json=chat_body(model="gpt-4"))).json()
+    assert "gpt-4" in unknown["errors"][0]["description"]
+    assert "palmyra-x5" in unknown["errors"][0]["description"]
+    removed = (await client.post("/v1/chat", json=chat_body(model="palmyra-med"))).json()
+    assert "palmyra-x5" in removed["errors"][0]["description"]
+    overflow = (
+        await client.post(
+            "/v1/chat",
+            json=chat_body(messages=[{"role": "user", "content": "x" * 400}], max_tokens=200),
+        )
+    ).json()
+    text = overflow["errors"][0]["description"]
+    assert "200" in text and "512" in text

@@ -1,0 +1,61 @@
+"""Settings: defaults < config file < INKSTAND_* variables < command-line flags."""
+
+import pytest
+
+from inkstand.config import ConfigError, find_embedded_model, load_settings
+
+
+def test_defaults_serve_both_palmyra_ids_on_the_embedded_model():
+    settings = load_settings({}, environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert [m.id for m in settings.models] == ["palmyra-x5", "palmyra-x4"]
+    assert {m.path for m in settings.models} == {find_embedded_model()}
+    assert find_embedded_model().endswith(".gguf")
+
+
+def test_flag_beats_env_beats_file(tmp_path):
+    config = tmp_path / "inkstand.toml"
+    config.write_text('port = 7000\nhost = "0.0.0.0"\nthreads = 3\n')
+    env = {"INKSTAND_PORT": "7100", "INKSTAND_THREADS": "4", "INKSTAND_CONFIG": str(config)}
+    settings = load_settings({"port": 7200}, environ=env)
+    assert (settings.port, settings.threads, settings.host) == (7200, 4, "0.0.0.0")
+
+
+def test_env_api_keys_split_on_commas():
+    settings = load_settings({}, environ={"INKSTAND_API_KEY": "a,b"})
+    assert settings.api_key == ("a", "b")
+
+
+def test_config_file_maps_models_and_aliases(tmp_path):
+    gguf = find_embedded_model()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[models.palmyra-x5]\npath = "{gguf}"\nctx_size = 1024\nname = "Small"\n'
+        'max_output_tokens = 100\n[aliases]\npalmyra-med = "palmyra-x5"\n'
+    )
+    settings = load_settings({"config": str(config)}, environ={})
+    (model,) = settings.models
+    assert (model.id, model.ctx_size, model.name, model.max_output_tokens) == (
+        "palmyra-x5",
+        1024,
+        "Small",
+        100,
+    )
+    assert dict(settings.aliases) == {"palmyra-med": "palmyra-x5"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['port = "x"', "nonsense = 1", "[models.a]\npath = '/no/such.gguf'", "not toml ["],
+)
+def test_bad_config_is_refused_with_a_reason(tmp_path, text):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"config": str(config)}, environ={})
+    assert caught.value.description
+
+
+def test_missing_config_file_is_refused():
+    with pytest.raises(ConfigError):
+        load_settings({"config": "/no/such/file.toml"}, environ={})
