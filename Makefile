@@ -21,6 +21,7 @@ serve: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
 
 test: install lint
 	$(VENV)/bin/pytest

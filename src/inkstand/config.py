@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -80,11 +81,11 @@ def default_models(ctx_size: int) -> tuple[ModelSpec, ...]:
     )
 
 
-def load_settings(cli: dict | None = None, environ: dict | None = None) -> Settings:
+def load_settings(cli: dict | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order."""
-    environ = os.environ if environ is None else environ
+    env_source: Mapping[str, str] = os.environ if environ is None else environ
     flags = {k: v for k, v in (cli or {}).items() if v is not None and v != ()}
-    env = _from_env(environ)
+    env = _from_env(env_source)
     config_path = flags.get("config") or env.get("config")
     file_values, models, aliases = _from_file(config_path) if config_path else ({}, {}, {})
     merged = {**file_values, **env, **flags}
@@ -101,7 +102,7 @@ def _coerce(name: str, raw: object) -> object:
         if kind == "tuple[str, ...]":
             if isinstance(raw, str):
                 return tuple(part for part in raw.replace(",", " ").split() if part)
-            return tuple(str(part) for part in raw)  # type: ignore[union-attr]
+            return tuple(str(part) for part in raw)  # type: ignore[attr-defined]
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting `{name}` must be a {kind}, got {raw!r}") from exc
@@ -110,7 +111,7 @@ def _coerce(name: str, raw: object) -> object:
 _SIMPLE = {f.name for f in fields(Settings)} - {"models", "aliases"}
 
 
-def _from_env(environ) -> dict:
+def _from_env(environ: Mapping[str, str]) -> dict:
     out = {}
     for name in _SIMPLE:
         value = environ.get(ENV_PREFIX + name.upper())

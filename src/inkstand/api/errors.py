@@ -83,9 +83,9 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
             f"use {allow or 'another method'}."
         )
         return error_response(err, {"Allow": allow} if allow else None)
-    err = InkstandError(str(exc.detail))
-    err.status = exc.status_code
-    return error_response(err)
+    other = InkstandError(str(exc.detail))
+    other.status = exc.status_code
+    return error_response(other)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
