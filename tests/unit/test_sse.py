@@ -100,3 +100,18 @@ async def test_until_disconnect_cancels_the_work():
     else:
         raise AssertionError("expected ClientGoneError")
     assert cancelled.is_set()
+
+
+async def test_idle_stream_gets_keepalive_comments():
+    from inkstand.api.sse import KEEPALIVE
+
+    async def slow():
+        await asyncio.sleep(0.2)
+        yield {"a": 1}
+
+    async def on_close():
+        pass
+
+    sent = await run(SSEResponse(slow(), on_close, keepalive_seconds=0.06), never_disconnect)
+    assert KEEPALIVE in sent
+    assert sent[-2:] == [encode_data({"a": 1}), DONE]

@@ -54,6 +54,7 @@ class SSEResponse:
         self.on_close = on_close
         self.keepalive_seconds = keepalive_seconds
         self._last_write = time.monotonic()
+        self._ended = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writer = asyncio.current_task()
@@ -65,8 +66,12 @@ class SSEResponse:
         except (asyncio.CancelledError, OSError):
             pass  # the client went away; nothing more can be written
         finally:
+            self._ended = True
             watcher.cancel()
             ticker.cancel()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
             await self.on_close()
 
     async def _write_events(self, send: Send) -> None:
@@ -79,6 +84,7 @@ class SSEResponse:
         except Exception:
             log.exception("stream failed after the response started")
             tail = encode_error(EngineError("The server failed while streaming the answer."))
+        self._ended = True
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _send(self, send: Send, frame: bytes) -> None:
@@ -88,6 +94,8 @@ class SSEResponse:
     async def _keepalive(self, send: Send) -> None:
         while True:
             await asyncio.sleep(self.keepalive_seconds / 3)
+            if self._ended:
+                return
             if time.monotonic() - self._last_write >= self.keepalive_seconds:
                 await self._send(send, KEEPALIVE)
 
