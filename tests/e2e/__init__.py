@@ -1,0 +1,1 @@
+"""End-to-end tests: the real `inkstand serve` process, driven by the official SDK and httpx."""

@@ -1,0 +1,88 @@
+"""Fixtures for the end-to-end suite: one real `inkstand serve` per session, and its clients.
+
+The session server runs the embedded model with a 1024-token context: small enough that a
+rambling answer (Writer's examples send no `max_tokens`) ends quickly, large enough for every
+request here. It uses one thread: with two, llama.cpp's busy-waiting workers slow down
+several-fold whenever anything else (the client, another test run) wants a core.
+
+A failing test gets the log of every server it used attached to its report, and a test fails
+if such a server logged a 500 or a traceback while it ran.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+import writerai
+
+from .support import CTX_SIZE, KEY, OPENAPI_PATH, Server, running_server, writer_validators
+
+# A 5xx other than 503 (loading, shutting down), a traceback, or an unfinished response.
+SERVER_FAILURE = re.compile(
+    r"inkstand\.access: \S+ \S+ 5(?!03)\d\d |Traceback \(most recent call last\)"
+    r"|Exception in ASGI|returned without completing response"
+)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    folder = tmp_path_factory.mktemp("server")
+    with running_server(folder, "--ctx-size", str(CTX_SIZE), "--threads", "1", key=KEY) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(server) -> writerai.Writer:
+    with writerai.Writer(api_key=KEY, base_url=server.url, max_retries=0) as sdk:
+        yield sdk
+
+
+@pytest.fixture(scope="session")
+def http(server) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as raw:
+        yield raw
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory) -> Server:
+    """A second server that accepts request bodies of at most 1 KiB."""
+    folder = tmp_path_factory.mktemp("tiny")
+    with running_server(folder, "--max-body-bytes", "1024", "--ctx-size", "512", key=KEY) as tiny:
+        yield tiny
+
+
+@pytest.fixture(scope="session")
+def writer_schema():
+    """Validators for Writer's OpenAPI component schemas, by name."""
+    if not OPENAPI_PATH.is_file():
+        pytest.skip(f"Writer's OpenAPI document is not at {OPENAPI_PATH}")
+    return writer_validators()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Fail a test during which any server it used logged a 500 or a traceback."""
+    servers = [value for value in item.funcargs.values() if isinstance(value, Server)]
+    starts = [running.log_size() for running in servers]
+    result = yield
+    failures = [
+        line
+        for running, start in zip(servers, starts, strict=True)
+        for line in running.log(start).splitlines()
+        if SERVER_FAILURE.search(line)
+    ]
+    assert not failures, "the server logged failures:\n" + "\n".join(failures)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Server):
+                report.sections.append((f"inkstand log ({name})", value.dump()))
+    return report

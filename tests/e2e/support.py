@@ -1,0 +1,282 @@
+"""Plain helpers for the end-to-end suite: run `inkstand serve`, read SSE, load Writer's schemas.
+
+Fixtures live in `conftest.py`; this module holds the code they (and a few tests) call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+# In CI the repo is cloned fresh with `shared/` beside it, exactly as on a laptop.
+SPEC_DIR = (REPO / ".." / "shared" / "spec").resolve()
+INKSTAND = Path(sys.executable).parent / "inkstand"
+READY_TIMEOUT = 60.0
+
+KEY = "e2e-test-key"
+CTX_SIZE = 1024
+MODEL = "palmyra-x5"
+# A prompt the model answers at length, so a small `max_tokens` ends it with `length`.
+TALKATIVE = [{"role": "user", "content": "Write a long essay about the ocean."}]
+
+
+def greedy(**fields) -> dict:
+    """A small deterministic (temperature 0) chat request body; `fields` override."""
+    return {"model": MODEL, "messages": TALKATIVE, "max_tokens": 8, "temperature": 0, **fields}
+
+
+def stop_inside(text: str) -> str:
+    """A word of `text` that first occurs after other text: a stop sequence it will meet."""
+    for word in text.split()[1:]:
+        if text.find(word) > 0:
+            return word
+    raise AssertionError(f"no usable stop sequence in {text!r}")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Writer or Inkstand settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WRITER_", "INKSTAND_"))}
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `inkstand serve`; its stderr (the log) and stdout go to files in `folder`."""
+
+    port: int
+    data_dir: Path
+    folder: Path
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.folder / "stderr.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.folder / "stdout.log"
+
+    def log(self, since: int = 0) -> str:
+        return self.stderr_path.read_text(errors="replace")[since:]
+
+    def log_size(self) -> int:
+        return len(self.log())
+
+    def wait_for_log(
+        self, pattern: str, since: int = 0, count: int = 1, timeout: float = 15.0
+    ) -> list[re.Match]:
+        """The matches of `pattern` in the log after `since`, once there are `count` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = list(re.finditer(pattern, self.log(since), re.MULTILINE))
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"{pattern!r} is not logged:\n{self.log(since)}"
+                return found
+            time.sleep(0.1)
+
+    def dump(self, lines: int = 150) -> str:
+        tail = "\n".join(self.log().splitlines()[-lines:])
+        out = self.stdout_path.read_text(errors="replace")
+        return f"--- stderr (last {lines} lines) ---\n{tail}\n--- stdout ---\n{out}"
+
+
+@contextmanager
+def running_server(
+    folder: Path, *flags: str, key: str | None = None, data_dir: Path | None = None
+) -> Iterator[Server]:
+    """Start `inkstand serve` on a free port, wait for `/health`, stop it afterwards.
+
+    Logs go to `folder`; the data dir is `folder/data` unless given.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or folder / "data"
+    port = free_port()
+    argv = [str(INKSTAND), "serve", "--port", str(port), "--data-dir", str(data_dir), *flags]
+    if key is not None:
+        argv += ["--api-key", key]
+    with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=clean_env())
+        server = Server(port, data_dir, folder, process)
+        try:
+            wait_until_healthy(server)
+            yield server
+        finally:
+            stop(process)
+
+
+def wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"inkstand serve exited early:\n{server.dump()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"inkstand serve was not healthy after {READY_TIMEOUT} s:\n{server.dump()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- server-sent events -------------------------------------------------------------------
+
+
+def sse_events(raw: str) -> list[str]:
+    """Split a complete SSE body into events, checking the framing Writer's SDK relies on.
+
+    Every event is exactly one `data: ` line followed by a blank line; there are no `id:` or
+    `event:` lines; the last event is `data: [DONE]`. Returns the data of every event.
+    """
+    assert raw.endswith("\n\n"), f"the stream does not end with a blank line: {raw[-80:]!r}"
+    events = raw[:-2].split("\n\n")
+    for event in events:
+        lines = event.split("\n")
+        assert len(lines) == 1 and lines[0].startswith("data: "), f"bad SSE event: {event!r}"
+    assert events[-1] == "data: [DONE]"
+    return [event.removeprefix("data: ") for event in events]
+
+
+def stream_chunks(http: httpx.Client, body: dict) -> list[dict]:
+    """POST a streaming chat request and return its parsed chunks (without `[DONE]`)."""
+    with http.stream("POST", "/v1/chat", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    return [json.loads(data) for data in sse_events(raw)[:-1]]
+
+
+def streamed_text(chunks: list[dict], index: int = 0) -> str:
+    return "".join(
+        choice["delta"].get("content") or ""
+        for chunk in chunks
+        for choice in chunk["choices"]
+        if choice["index"] == index
+    )
+
+
+# -- Writer's OpenAPI document as JSON Schema ---------------------------------------------
+
+OPENAPI_PATH = SPEC_DIR / "writer-openapi.yml"
+OPENAPI_URI = "urn:writer:openapi"
+
+# Spec section 8 (and the canonical shapes of sections 2.7 and 3.8 it leads to) has the server
+# emit null where the OAS types a member as non-nullable. Null is allowed exactly here:
+NULL_BY_SPEC_8 = {
+    "chat_response": ["service_tier"],  # 2.7: "service_tier": null
+    "chat_completion_chunk": ["service_tier", "usage"],  # 3.3 / 8.6: usage null until the end
+    "chat_completion_usage": ["completion_tokens_details"],  # 2.6 / 8.5: object | null
+    "chat_completion_response_message": [
+        "tool_calls",  # 8.3: emit null when absent
+        "translation_data",  # 2.3: object | null
+        "web_search_data",  # 2.3: object | null
+    ],
+    "chat_completion_streaming_delta": [
+        "content",  # 8.2 / 3.4: null on the first and the final chunk
+        "tool_calls",  # 3.8: null on the first chunk
+    ],
+    "graph_data": ["sources", "subqueries"],  # 8.4: the object with null members
+}
+
+
+def _nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _to_json_schema(node: object) -> object:
+    """OpenAPI 3.0 schema objects to JSON Schema: `nullable: true` becomes "or null"."""
+    if isinstance(node, list):
+        return [_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict = {}
+    for key, value in node.items():
+        if key in ("nullable", "example", "discriminator"):
+            continue
+        if key == "properties":
+            out[key] = {name: _to_json_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = _to_json_schema(value)
+    return _nullable(out) if node.get("nullable") is True else out
+
+
+def load_writer_schemas() -> dict[str, dict]:
+    document = yaml.safe_load(OPENAPI_PATH.read_text())
+    schemas = {name: _to_json_schema(s) for name, s in document["components"]["schemas"].items()}
+    for name, members in NULL_BY_SPEC_8.items():
+        properties = schemas[name]["properties"]
+        for member in members:
+            properties[member] = _nullable(properties[member])
+    return schemas
+
+
+def writer_validators() -> dict[str, Draft202012Validator]:
+    """One validator per component schema, `$ref`s resolved through a registry."""
+    schemas = load_writer_schemas()
+    root = Resource({"components": {"schemas": schemas}}, specification=DRAFT202012)
+    registry = Registry().with_resource(OPENAPI_URI, root)
+    return {
+        name: Draft202012Validator(
+            {"$ref": f"{OPENAPI_URI}#/components/schemas/{name}"},
+            registry=registry,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+        )
+        for name in schemas
+    }
+
+
+# -- programs run against the server ------------------------------------------------------
+
+# Writer's examples send no `max_tokens` and sample at temperature 1, where the tiny embedded
+# model often (about 2 runs in 5 for examples/stream.py) talks until the context is full. The
+# SDK's stream helper then raises LengthFinishReasonError, or the next turn of a chat no longer
+# fits the context. Only those outcomes earn another run; anything else is returned as it is.
+RAMBLED = ("LengthFinishReasonError", "context window")
+
+
+def run_program(
+    argv: list[str], *, env: dict[str, str], stdin: str = "", attempts: int = 8
+) -> subprocess.CompletedProcess:
+    for _ in range(attempts):
+        done = subprocess.run(
+            argv, input=stdin, env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+        if not any(marker in done.stderr for marker in RAMBLED):
+            break
+    return done

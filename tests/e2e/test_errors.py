@@ -1,0 +1,185 @@
+"""Every bad input gets its status and Writer's error envelope; nothing is a 5xx.
+
+`test_error_envelope` pins the envelope once for every error source; the tests after it
+check what particular descriptions must say and how the SDK surfaces the errors.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import writerai
+
+from .support import CTX_SIZE, KEY, MODEL, TALKATIVE, greedy
+
+pytestmark = pytest.mark.e2e
+
+BEARER = f"Bearer {KEY}"
+WEB_SEARCH = {"type": "web_search", "function": {"include_domains": [], "exclude_domains": []}}
+LLM = {"type": "llm", "function": {"description": "medical questions", "model": "palmyra-med"}}
+FUNCTION = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+LONG_PROMPT = [{"role": "user", "content": "word " * (CTX_SIZE + 100)}]
+
+
+def bad(**fields) -> dict:
+    return {"json": greedy(**fields)}
+
+
+def without(key: str) -> dict:
+    body = greedy()
+    del body[key]
+    return {"json": body}
+
+
+# id -> (request, expected status); a request may name its `auth` header, `method`, `path`,
+# `server` fixture, and `json`, raw `content` or `chunks` sent without a Content-Length.
+CASES = {
+    "missing key": ({"auth": None, "json": greedy()}, 401),
+    "invalid key": ({"auth": "Bearer not-a-key", "json": greedy()}, 401),
+    "not bearer": ({"auth": f"Basic {KEY}", "json": greedy()}, 401),
+    "bearer without key": ({"auth": "Bearer", "json": greedy()}, 401),
+    "models without key": ({"auth": None, "method": "GET", "path": "/v1/models"}, 401),
+    "unknown route": ({"method": "GET", "path": "/v1/nowhere"}, 404),
+    "wrong method": ({"method": "GET"}, 405),
+    "malformed json": ({"content": b'{"model": "palmyra-x5", "messages": ['}, 400),
+    "empty body": ({"content": b""}, 400),
+    "body not an object": ({"json": [1, 2]}, 400),
+    "missing messages": (without("messages"), 400),
+    "empty messages": (bad(messages=[]), 400),
+    "missing model": (without("model"), 400),
+    "bad role": (bad(messages=[{"role": "bot", "content": "hi"}]), 400),
+    "max_tokens as string": (bad(max_tokens="5"), 400),
+    "temperature as string": (bad(temperature="hot"), 400),
+    "n zero": (bad(n=0), 400),
+    "max_tokens zero": (bad(max_tokens=0), 400),
+    "temperature too high": (bad(temperature=3), 400),
+    "top_p zero": (bad(top_p=0), 400),
+    "json_schema without schema": (bad(response_format={"type": "json_schema"}), 400),
+    "json_schema format": (
+        bad(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+        400,
+    ),
+    "json_object format": (bad(response_format={"type": "json_object"}), 400),
+    "function tool": (bad(tools=[FUNCTION]), 400),
+    "built-in tool": (bad(tools=[WEB_SEARCH]), 400),
+    "two built-in tools": (bad(tools=[WEB_SEARCH, LLM]), 400),
+    "image fragment": (bad(messages=[{"role": "user", "content": [IMAGE]}]), 400),
+    "unknown model": (bad(model="nope-model"), 400),
+    "removed model": (bad(model="palmyra-med"), 400),
+    "max_tokens over the model's output": (bad(max_tokens=9000), 400),
+    "prompt plus max_tokens over context": (bad(max_tokens=CTX_SIZE), 400),
+    "prompt over context": (bad(messages=LONG_PROMPT), 400),
+    "streaming unknown model": (bad(model="nope-model", stream=True), 400),
+    "streaming prompt over context": (bad(messages=LONG_PROMPT, stream=True), 400),
+    "body over limit": ({"server": "tiny_server", "content": b" " * 2048}, 413),
+    "chunked body over limit": ({"server": "tiny_server", "chunks": [b" " * 600] * 4}, 413),
+}
+
+
+def send(server, *, auth=BEARER, method="POST", path="/v1/chat", chunks=None, **kwargs):
+    headers = {"Authorization": auth} if auth else {}
+    if chunks is not None:
+        kwargs["content"] = iter(chunks)
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        return http.request(method, path, headers=headers, **kwargs)
+
+
+def assert_envelope(payload: object) -> None:
+    assert isinstance(payload, dict) and set(payload) == {"tpe", "errors", "extras"}
+    assert isinstance(payload["tpe"], str) and payload["tpe"]
+    assert isinstance(payload["extras"], dict)
+    assert isinstance(payload["errors"], list) and payload["errors"]
+    for error in payload["errors"]:
+        assert set(error) == {"description", "key", "extras"}
+        assert isinstance(error["description"], str) and error["description"].strip()
+        assert isinstance(error["key"], str) and error["key"]
+        assert isinstance(error["extras"], dict)
+
+
+@pytest.mark.parametrize(("request_", "status"), CASES.values(), ids=CASES.keys())
+def test_error_envelope(server, tiny_server, request_, status):
+    fields = dict(request_)
+    target = tiny_server if fields.pop("server", None) == "tiny_server" else server
+    response = send(target, **fields)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert_envelope(response.json())
+    if status == 400:
+        assert response.headers.get("x-should-retry") == "false"
+        assert response.json()["tpe"] == "BadRequest"
+
+
+def description(response: httpx.Response) -> str:
+    assert response.status_code == 400, response.text
+    return response.json()["errors"][0]["description"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+        {"response_format": {"type": "json_object"}},
+        {"tools": [FUNCTION]},
+    ],
+    ids=["json_schema", "json_object", "function tools"],
+)
+def test_unserved_features_say_not_available_yet(http, fields):
+    assert "not available" in description(http.post("/v1/chat", json=greedy(**fields)))
+
+
+def test_image_fragment_is_refused_for_images(http):
+    body = greedy(messages=[{"role": "user", "content": [IMAGE]}])
+    assert "image" in description(http.post("/v1/chat", json=body)).lower()
+
+
+def test_unknown_model_is_named_with_the_served_ones(http):
+    text = description(http.post("/v1/chat", json=greedy(model="nope-model")))
+    assert "nope-model" in text and "palmyra-x5" in text
+
+
+def test_removed_model_names_its_replacement(http):
+    text = description(http.post("/v1/chat", json=greedy(model="palmyra-med")))
+    assert "palmyra-med" in text and "palmyra-x5" in text
+
+
+def test_context_overflow_names_both_numbers_and_the_limit(http):
+    prompt = http.post("/v1/chat", json=greedy(max_tokens=1)).json()["usage"]["prompt_tokens"]
+    text = description(http.post("/v1/chat", json=greedy(max_tokens=1000)))
+    for number in (prompt, 1000, CTX_SIZE):
+        assert str(number) in text
+
+
+def test_streaming_error_before_first_byte_is_plain_json(http):
+    response = http.post("/v1/chat", json=greedy(model="nope-model", stream=True))
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert_envelope(response.json())
+
+
+def test_wrong_method_names_the_allowed_one(http):
+    response = http.get("/v1/chat")
+    assert response.status_code == 405
+    assert "POST" in response.headers["allow"]
+
+
+def test_sdk_raises_authentication_error(server):
+    with (
+        writerai.Writer(api_key="not-a-key", base_url=server.url, max_retries=0) as bad_client,
+        pytest.raises(writerai.AuthenticationError) as caught,
+    ):
+        bad_client.chat.chat(model=MODEL, messages=TALKATIVE, max_tokens=1)
+    assert caught.value.status_code == 401
+    assert_envelope(caught.value.body)
+
+
+def test_sdk_raises_bad_request_error(client):
+    with pytest.raises(writerai.BadRequestError) as caught:
+        client.chat.chat(model="nope-model", messages=TALKATIVE, max_tokens=1)
+    assert caught.value.status_code == 400
+    assert_envelope(caught.value.body)
+
+
+def test_sdk_stream_raises_before_streaming(client):
+    with pytest.raises(writerai.BadRequestError):
+        client.chat.chat(model=MODEL, messages=TALKATIVE, max_tokens=CTX_SIZE, stream=True)
