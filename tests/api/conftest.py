@@ -7,6 +7,7 @@ from inkstand.app import create_app
 from inkstand.backends.fake import FakeBackend
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine
+from inkstand.metrics import Metrics
 from inkstand.store import open_store
 
 KEY = "test-key"
@@ -24,7 +25,7 @@ def settings(**overrides) -> Settings:
 
 @pytest.fixture
 def backend():
-    return FakeBackend("Hello world", n_ctx=CTX)
+    return FakeBackend("Hello world", n_ctx=CTX, n_seq_max=4)
 
 
 @pytest.fixture
