@@ -16,7 +16,7 @@ from starlette.routing import Route
 from inkstand.api import errors
 from inkstand.api.chat import chat
 from inkstand.api.health import health
-from inkstand.api.metrics import metrics
+from inkstand.api.metrics import prometheus_metrics
 from inkstand.api.middleware import AccessLogMiddleware, AuthMiddleware
 from inkstand.api.models import list_models
 from inkstand.config import Settings
@@ -54,7 +54,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat", chat, methods=["POST"]),
         ],

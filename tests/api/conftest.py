@@ -30,10 +30,14 @@ def backend():
 
 @pytest.fixture
 async def app(backend):
-    engine = Engine(backend)
+    metrics = Metrics()
+    engine = Engine(backend, observer=metrics)
     engine.start()
     app = create_app(
-        settings(max_body_bytes=4096), engines={(FAKE_PATH, CTX): engine}, store=open_store(None)
+        settings(max_body_bytes=4096),
+        engines={(FAKE_PATH, CTX): engine},
+        store=open_store(None),
+        metrics=metrics,
     )
     async with app.router.lifespan_context(app):
         yield app

@@ -44,7 +44,9 @@ def make_engine():
 
 def test_common_prefix_matches_a_plain_scan():
     for a, b in [([], [1]), ([1, 2, 3], [1, 2, 4]), ([5] * 100, [5] * 60 + [6]), ([1], [1])]:
-        plain = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        plain = next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+        )
         assert common_prefix(a, b) == plain
 
 

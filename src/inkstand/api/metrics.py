@@ -7,5 +7,5 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 
-async def metrics(request: Request) -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
