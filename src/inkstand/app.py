@@ -1,7 +1,7 @@
 """`create_app()`: build the ASGI application and wire its parts in the lifespan.
 
-Tests pass ready engines (`engines=`) and an in-memory store; the server passes neither and
-the models load in the background after startup.
+Tests pass ready engines (`engines=`, built with `metrics` as their observer) and an
+in-memory store; the server passes neither and the models load in the background.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from starlette.routing import Route
 from inkstand.api import errors
 from inkstand.api.chat import chat
 from inkstand.api.health import health
+from inkstand.api.metrics import prometheus_metrics
 from inkstand.api.middleware import AccessLogMiddleware, AuthMiddleware
 from inkstand.api.models import list_models
 from inkstand.config import Settings
 from inkstand.engine import Engine
 from inkstand.errors import InkstandError
+from inkstand.metrics import Metrics
 from inkstand.runtime import Runtime
 from inkstand.store import KeyStore, Store, open_store
 
@@ -30,10 +32,13 @@ def create_app(
     *,
     engines: dict[tuple[str, int], Engine] | None = None,
     store: Store | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     store = store if store is not None else open_store(settings.data_dir)
     keys = KeyStore(store, settings.api_key)
-    runtime = Runtime(settings)
+    telemetry = metrics if metrics is not None else Metrics()
+    runtime = Runtime(settings, observer=telemetry)
+    telemetry.watch(lambda: runtime.engines.values())
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -49,6 +54,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat", chat, methods=["POST"]),
         ],
@@ -65,6 +71,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.metrics = telemetry
     app.state.keys = keys
     app.state.store = store
     return app

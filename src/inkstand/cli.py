@@ -36,7 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the SQLite store lives")
     serve.add_argument("--config", help="TOML config file (models, aliases, settings)")
     serve.add_argument("--threads", type=int, help="CPU threads for the model")
-    serve.add_argument("--ctx-size", type=int, help="context window in tokens (default 8192)")
+    serve.add_argument("--ctx-size", type=int, help="context window per sequence (default 4096)")
+    serve.add_argument("--slots", type=int, help="sequences decoded together (default 16)")
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        help="requests queued for a slot before new ones get 503 (default 64)",
+    )
+    serve.add_argument(
+        "--queue-timeout", type=float, help="seconds a request may wait for a slot (default 30)"
+    )
+    serve.add_argument(
+        "--step-tokens", type=int, help="prompt tokens per step while others generate (default 128)"
+    )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument("--log-level", help="debug, info, warning or error")
     serve.set_defaults(run=_serve)

@@ -50,7 +50,11 @@ class Settings:
     data_dir: str = field(default_factory=lambda: default_data_dir())
     config: str | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    ctx_size: int = 8192
+    ctx_size: int = 4096  # per sequence
+    slots: int = 16  # sequences decoded together
+    max_waiting: int = 64  # requests queued for a slot before new ones get a 503
+    queue_timeout: float = 30.0  # seconds a request may wait for a slot
+    step_tokens: int = 128  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
     models: tuple[ModelSpec, ...] = ()
@@ -99,6 +103,8 @@ def _coerce(name: str, raw: object) -> object:
     try:
         if kind == "int":
             return int(raw)  # type: ignore[call-overload]
+        if kind == "float":
+            return float(raw)  # type: ignore[arg-type]
         if kind == "tuple[str, ...]":
             if isinstance(raw, str):
                 return tuple(part for part in raw.replace(",", " ").split() if part)

@@ -11,16 +11,18 @@ import threading
 
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.service import ChatService
-from inkstand.config import Settings
-from inkstand.engine import Engine
+from inkstand.config import ModelSpec, Settings
+from inkstand.engine import Engine, EngineConfig
+from inkstand.engine.observer import EngineObserver
 from inkstand.errors import OverloadedError
 
 log = logging.getLogger("inkstand")
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: EngineObserver | None = None) -> None:
         self.settings = settings
+        self.observer = observer
         self.engines: dict[tuple[str, int], Engine] = {}
         self.ready = False
         self.failure: str | None = None
@@ -59,24 +61,29 @@ class Runtime:
         return thread
 
     def _load(self) -> None:
-        from inkstand.backends.llama_cpp import LlamaCppBackend
-
         engines: dict[tuple[str, int], Engine] = {}
         try:
             for spec in self.settings.models:
                 key = (spec.path, spec.ctx_size)
                 if key not in engines:
                     log.info("loading %s (context %d tokens)", spec.path, spec.ctx_size)
-                    backend = LlamaCppBackend(
-                        spec.path, n_ctx=spec.ctx_size, n_threads=self.settings.threads
-                    )
-                    engines[key] = Engine(backend, name=spec.id)
+                    engines[key] = self._engine(spec)
                     engines[key].start()
             self.install(engines)
             log.info("ready: serving %s", ", ".join(m.id for m in self.settings.models))
         except Exception as exc:
             self.failure = str(exc)
             log.error("model loading failed: %s", exc)
+
+    def _engine(self, spec: ModelSpec) -> Engine:
+        from inkstand.backends.llama_cpp import LlamaCppBackend
+
+        settings = self.settings
+        backend = LlamaCppBackend(
+            spec.path, n_ctx=spec.ctx_size, n_threads=settings.threads, n_seq_max=settings.slots
+        )
+        config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
+        return Engine(backend, name=spec.id, config=config, observer=self.observer)
 
     def close(self) -> None:
         for engine in self.engines.values():

@@ -7,6 +7,7 @@ from inkstand.app import create_app
 from inkstand.backends.fake import FakeBackend
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine
+from inkstand.metrics import Metrics
 from inkstand.store import open_store
 
 KEY = "test-key"
@@ -24,15 +25,19 @@ def settings(**overrides) -> Settings:
 
 @pytest.fixture
 def backend():
-    return FakeBackend("Hello world", n_ctx=CTX)
+    return FakeBackend("Hello world", n_ctx=CTX, n_seq_max=4)
 
 
 @pytest.fixture
 async def app(backend):
-    engine = Engine(backend)
+    metrics = Metrics()
+    engine = Engine(backend, observer=metrics)
     engine.start()
     app = create_app(
-        settings(max_body_bytes=4096), engines={(FAKE_PATH, CTX): engine}, store=open_store(None)
+        settings(max_body_bytes=4096),
+        engines={(FAKE_PATH, CTX): engine},
+        store=open_store(None),
+        metrics=metrics,
     )
     async with app.router.lifespan_context(app):
         yield app

@@ -143,3 +143,20 @@ async def test_models_listing_and_public_health(client):
     }
     client.headers.pop("Authorization")
     assert (await client.get("/health")).json() == {"status": "ok"}
+
+
+async def test_metrics_count_tokens_and_need_no_key(client):
+    await client.post("/v1/chat", json=chat_body())
+    await client.post("/v1/chat", json=chat_body())
+    client.headers.pop("Authorization")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in response.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["inkstand:generation_tokens_total"] == 2 * (len(REPLY) + 1)
+    assert values["inkstand:prompt_tokens_cached_total"] > 0  # the second reused the first
+    assert values["inkstand:num_requests_running"] == 0
+    assert values["inkstand:time_to_first_token_seconds_count"] == 2

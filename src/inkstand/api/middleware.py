@@ -13,7 +13,7 @@ from inkstand.store import KeyStore
 
 access_log = logging.getLogger("inkstand.access")
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 
 
 class AuthMiddleware:

@@ -1,6 +1,6 @@
 """The seam between the engine's scheduler and a model runtime.
 
-Only the engine thread calls `begin`, `decode`, `sample`, `logprob` and `end`. The tokenizer
+Only the engine thread calls `begin`, `fork`, `decode`, `sample`, `logprob` and `end`. The tokenizer
 methods are read-only and may be called from any thread.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from inkstand.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,15 @@ class ModelInfo:
     """What the chat layer needs to know about a loaded model."""
 
     description: str
-    n_ctx: int
+    n_ctx: int  # per sequence
     n_ctx_train: int
     chat_template: str | None
     bos_text: str
     eos_text: str
+
+
+class KVFullError(EngineError):
+    """The KV cache has no room for the batch; the scheduler sheds load and retries."""
 
 
 class Backend(Protocol):
@@ -57,11 +63,18 @@ class Backend(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
-    def begin(self, seq_id: int, sampling: SamplingParams) -> None:
-        """Prepare sequence `seq_id` for a new request: empty its KV, build its sampler."""
+    def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
+        """Prepare slot `seq_id` for a new request: keep the first `keep` tokens of its KV
+        (a cached prefix), drop the rest, and build its sampler."""
+
+    def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
+        """Copy slot `src`'s KV into slot `dst` (replacing it) and build `dst`'s sampler."""
 
     def decode(self, batch: list[BatchEntry]) -> list[int]:
-        """Run one forward pass; return the logits index of each entry that wanted logits."""
+        """Run one forward pass; return the logits index of each entry that wanted logits.
+
+        Raises `KVFullError` when the KV cache has no room for the batch, `EngineError` for
+        any other failure."""
         ...
 
     def sample(self, seq_id: int, logits_index: int) -> int: ...
@@ -69,6 +82,6 @@ class Backend(Protocol):
     def logprob(self, logits_index: int, token: int) -> float: ...
 
     def end(self, seq_id: int) -> None:
-        """Release sequence `seq_id`'s sampler and KV cells."""
+        """Release slot `seq_id`'s sampler; its KV stays, for reuse by a later request."""
 
     def close(self) -> None: ...

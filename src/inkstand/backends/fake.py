@@ -1,13 +1,15 @@
 """A scripted backend for tests of the engine and everything above it.
 
 Tokens are bytes (ids 0-255) plus an end-of-generation token (256). Every sequence answers
-with `reply` and then ends, unless `max_tokens` cuts it short. `fail_decodes` makes the next
-that many `decode` calls fail, to exercise the engine's recovery.
+with `reply` and then ends, unless `max_tokens` cuts it short. The fake keeps each slot's KV
+as a token list and checks every batch against it (positions must continue the slot's
+cache), so the scheduler's prefix reuse and forks are verified, not assumed. `fail_decodes`
+makes the next that many `decode` calls fail; `kv_full_decodes` makes them report a full KV.
 """
 
 from __future__ import annotations
 
-from inkstand.backends.base import BatchEntry, ModelInfo, SamplingParams
+from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
 from inkstand.errors import EngineError
 
 EOG = 256
@@ -27,8 +29,10 @@ class FakeBackend:
         self.n_seq_max = n_seq_max
         self.info = ModelInfo("fake", n_ctx, n_ctx, None, "", "")
         self.fail_decodes = 0
+        self.kv_full_decodes = 0
         self.decode_calls: list[list[BatchEntry]] = []
-        self.live: dict[int, int] = {}  # seq_id -> reply bytes already sampled
+        self.kv: dict[int, list[int]] = {i: [] for i in range(n_seq_max)}
+        self.sampled: dict[int, int] = {}  # seq_id -> reply bytes sampled so far
         self.ended: list[int] = []
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -40,32 +44,46 @@ class FakeBackend:
     def is_eog(self, token: int) -> bool:
         return token == EOG
 
-    def begin(self, seq_id: int, sampling: SamplingParams) -> None:
-        self.live[seq_id] = 0
+    def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
+        assert seq_id not in self.sampled, f"slot {seq_id} began twice"
+        assert keep <= len(self.kv[seq_id])
+        del self.kv[seq_id][keep:]
+        self.sampled[seq_id] = 0
+
+    def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
+        self.kv[dst] = list(self.kv[src])
+        self.sampled[dst] = self.sampled[src]
 
     def decode(self, batch: list[BatchEntry]) -> list[int]:
         self.decode_calls.append(batch)
         if self.fail_decodes:
             self.fail_decodes -= 1
             raise EngineError("scripted decode failure")
+        if self.kv_full_decodes:
+            self.kv_full_decodes -= 1
+            raise KVFullError("scripted full KV cache")
         at, out = 0, []
         for entry in batch:
+            cache = self.kv[entry.seq_id]
+            assert entry.start_pos == len(cache), (entry.start_pos, len(cache))
+            cache.extend(entry.tokens)
+            assert len(cache) <= self.info.n_ctx
             at += len(entry.tokens)
             if entry.want_logits:
                 out.append(at - 1)
         return out
 
     def sample(self, seq_id: int, logits_index: int) -> int:
-        done = self.live[seq_id]
-        self.live[seq_id] = done + 1
+        done = self.sampled[seq_id]
+        self.sampled[seq_id] = done + 1
         return self.reply[done] if done < len(self.reply) else EOG
 
     def logprob(self, logits_index: int, token: int) -> float:
         return -0.5
 
     def end(self, seq_id: int) -> None:
-        if self.live.pop(seq_id, None) is not None:
+        if self.sampled.pop(seq_id, None) is not None:
             self.ended.append(seq_id)
 
     def close(self) -> None:
-        self.live.clear()
+        self.sampled.clear()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inkstand.backends.base import BatchEntry, ModelInfo, SamplingParams
+from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
 from inkstand.errors import EngineError
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -23,7 +23,12 @@ import llama_cpp as L  # noqa: E402  (after quieting its logger, which it reads 
 
 
 class LlamaCppBackend:
-    """One llama.cpp model and context; `n_seq_max` sequences share the context."""
+    """One llama.cpp model and context holding `n_seq_max` sequence slots.
+
+    Each slot gets its own KV stream of `n_ctx` tokens (`kv_unified = False`): a token then
+    attends only over its own sequence's cells, which measured faster at 16 sequences than one
+    shared buffer. Copying a slot's KV into another (`fork`) copies the stream.
+    """
 
     def __init__(
         self,
@@ -33,12 +38,13 @@ class LlamaCppBackend:
         n_threads: int,
         n_seq_max: int = 1,
         n_batch: int = 512,
+        kv_unified: bool = False,
     ) -> None:
         if not Path(path).is_file():
             raise EngineError(f"model file {path} does not exist")
         L.llama_backend_init()
         self._model = self._load_model(path)
-        self._ctx = self._new_context(n_ctx, n_threads, n_seq_max, n_batch)
+        self._ctx = self._new_context(n_ctx, n_threads, n_seq_max, n_batch, kv_unified)
         self._vocab = L.llama_model_get_vocab(self._model)
         self._mem = L.llama_get_memory(self._ctx)
         self.n_batch = n_batch
@@ -58,9 +64,12 @@ class LlamaCppBackend:
             raise EngineError(f"llama.cpp could not load {path}: is it a GGUF model file?")
         return model
 
-    def _new_context(self, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int):
+    def _new_context(
+        self, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, kv_unified: bool
+    ):
         params = L.llama_context_default_params()
-        params.n_ctx = n_ctx
+        params.n_ctx = n_ctx if kv_unified else n_ctx * n_seq_max
+        params.kv_unified = kv_unified
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max
@@ -78,7 +87,7 @@ class LlamaCppBackend:
         template = L.llama_model_chat_template(self._model, None)
         return ModelInfo(
             description=f"{Path(path).name} ({desc.value.decode(errors='replace')})",
-            n_ctx=L.llama_n_ctx(self._ctx),
+            n_ctx=L.llama_n_ctx_seq(self._ctx),
             n_ctx_train=L.llama_model_n_ctx_train(self._model),
             chat_template=template.decode("utf-8") if template else None,
             bos_text=self._special_text(L.llama_vocab_bos(self._vocab)),
@@ -119,15 +128,21 @@ class LlamaCppBackend:
         return bool(L.llama_vocab_is_eog(self._vocab, token))
 
     # -- sequences (engine thread only) ---------------------------------------------------
-    def begin(self, seq_id: int, sampling: SamplingParams) -> None:
+    def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
         self.end(seq_id)
+        L.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
         self._samplers[seq_id] = self._sampler_chain(sampling)
+
+    def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
+        self.end(dst)
+        L.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        self._samplers[dst] = self._sampler_chain(sampling)
 
     def end(self, seq_id: int) -> None:
         sampler = self._samplers.pop(seq_id, None)
         if sampler is not None:
             L.llama_sampler_free(sampler)
-        L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
 
     def _sampler_chain(self, sampling: SamplingParams):
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -158,6 +173,8 @@ class LlamaCppBackend:
                 logits_at.append(n - 1)
         b.n_tokens = n
         rc = L.llama_decode(self._ctx, b)
+        if rc == 1:
+            raise KVFullError("the KV cache has no room for this batch")
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
         return logits_at

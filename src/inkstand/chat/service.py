@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
-from inkstand.chat.merge import merge_choices
 from inkstand.chat.prompt import render_prompt
-from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
 from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
@@ -61,21 +60,22 @@ class ChatService:
             top_p=1.0 if request.top_p is None else request.top_p,
             logprobs=bool(request.logprobs),
         )
-        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops)
-        return ChatPlan(request, served, generation, request.n or 1)
+        n = request.n or 1
+        if n > served.engine.slots:
+            raise BadRequestError(
+                f"`n` is {n}, but this server runs at most {served.engine.slots} sequences at once."
+            )
+        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
+        return ChatPlan(request, served, generation, n)
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [
             ChoiceResult(i, tokens=[] if plan.generation.sampling.logprobs else None)
             for i in range(plan.n)
         ]
-        async with AsyncExitStack() as stack:
-            streams = [
-                await stack.enter_async_context(plan.served.engine.stream(plan.generation))
-                for _ in range(plan.n)
-            ]
-            async for index, event in merge_choices(streams):
-                _collect(choices[index], event, plan.usage)
+        async with plan.served.engine.stream(plan.generation) as events:
+            async for event in events:
+                _collect(choices[event.index], event, plan.usage)
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -110,19 +110,15 @@ class ChatStream:
     def __init__(self, plan: ChatPlan) -> None:
         self.plan = plan
         self._stack = AsyncExitStack()
-        self._events: AsyncIterator[tuple[int, Event]] | None = None
-        self._first: tuple[int, Event] | None = None
+        self._events: EngineStream | None = None
+        self._first: Event | None = None
 
     async def prime(self) -> None:
-        """Start every choice and wait for the first event, so early errors keep a status."""
+        """Start generating and wait for the first event, so early errors keep a status."""
         try:
-            streams = [
-                await self._stack.enter_async_context(
-                    self.plan.served.engine.stream(self.plan.generation)
-                )
-                for _ in range(self.plan.n)
-            ]
-            self._events = merge_choices(streams)
+            self._events = await self._stack.enter_async_context(
+                self.plan.served.engine.stream(self.plan.generation)
+            )
             self._first = await anext(self._events)
         except BaseException:
             await self.aclose()
@@ -132,30 +128,27 @@ class ChatStream:
         assert self._events is not None and self._first is not None, "prime() first"
         plan = self.plan
         factory = ChunkFactory(plan.response_id, plan.created, plan.request.model)
-        include_usage = bool(
-            plan.request.stream_options and plan.request.stream_options.include_usage
-        )
+        options = plan.request.stream_options
+        include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
         finished = 0
-        async for index, event in _chain(self._first, self._events):
+        async for event in _chain(self._first, self._events):
             if isinstance(event, TokenEvent):
                 if event.text or event.token is not None:
                     tokens = [event.token] if event.token is not None else None
-                    yield factory.content(index, event.text, tokens)
+                    yield factory.content(event.index, event.text, tokens)
                 continue
             _count(plan.usage, event)
             finished += 1
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
-            yield factory.closing(index, event.reason, usage)
+            yield factory.closing(event.index, event.reason, usage)
 
     async def aclose(self) -> None:
-        if self._events is not None:
-            await self._events.aclose()  # type: ignore[attr-defined]
         await self._stack.aclose()
 
 
-async def _chain(first, rest) -> AsyncIterator:
+async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
     yield first
     async for item in rest:
         yield item

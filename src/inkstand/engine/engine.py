@@ -1,11 +1,11 @@
 """The engine's async face: submit a request, iterate its events, cancel by leaving.
 
     async with engine.stream(request) as events:
-        async for event in events:   # TokenEvent ..., then Finish
+        async for event in events:   # TokenEvent ..., one Finish per choice
             ...
 
-Leaving the block before `Finish` cancels the request; the engine thread frees its slot
-at the start of its next step.
+Leaving the block early cancels the request; the engine thread frees its slots at the start
+of its next step. A full wait line refuses the request at once with `OverloadedError`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from inkstand.backends.base import Backend, ModelInfo
-from inkstand.engine.scheduler import STOP, Job, Scheduler
+from inkstand.engine.observer import EngineObserver, NullObserver
+from inkstand.engine.scheduler import STOP, Job, Scheduler, SchedulerConfig
 from inkstand.engine.types import Event, Finish, GenerationRequest
-from inkstand.errors import InkstandError
+from inkstand.errors import InkstandError, OverloadedError
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_waiting: int = 64  # requests waiting for a slot before new ones get a 503
+    queue_timeout: float = 30.0
+    step_tokens: int = 128
 
 
 class EngineStream:
@@ -27,6 +36,7 @@ class EngineStream:
 
     def __init__(self, job: Job) -> None:
         self._job = job
+        self._open = job.request.n
         self.finished = False
 
     def __aiter__(self) -> EngineStream:
@@ -40,23 +50,48 @@ class EngineStream:
             self.finished = True
             raise event
         if isinstance(event, Finish):
-            self.finished = True
+            self._open -= 1
+            self.finished = self._open == 0
         return event
 
 
 class Engine:
     """Owns one backend on one thread; thread-safe entry points only."""
 
-    def __init__(self, backend: Backend, *, name: str = "engine") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        name: str = "engine",
+        config: EngineConfig = EngineConfig(),
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.backend = backend
+        self.config = config
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._scheduler = Scheduler(backend, self._inbox)
+        self._scheduler = Scheduler(
+            backend,
+            self._inbox,
+            SchedulerConfig(config.queue_timeout, config.step_tokens),
+            observer or NullObserver(),
+        )
         self._thread = threading.Thread(target=self._scheduler.run, name=f"inkstand-{name}")
         self._thread.daemon = True
 
     @property
     def info(self) -> ModelInfo:
         return self.backend.info
+
+    @property
+    def slots(self) -> int:
+        return self.backend.n_seq_max
+
+    def load(self) -> tuple[int, int]:
+        """(requests running, requests waiting), read without locking (for metrics)."""
+        return self._scheduler.running_jobs, self._waiting()
+
+    def _waiting(self) -> int:
+        return self._inbox.qsize() + len(self._scheduler.waiting)
 
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)
@@ -72,6 +107,13 @@ class Engine:
 
     @asynccontextmanager
     async def stream(self, request: GenerationRequest) -> AsyncIterator[EngineStream]:
+        if self._waiting() >= self.config.max_waiting:
+            self._scheduler.observer.rejected()
+            raise OverloadedError(
+                f"The server is busy: {self.config.max_waiting} requests are already waiting. "
+                "Retry shortly.",
+                retry_after=1,
+            )
         job = Job(request, asyncio.get_running_loop())
         self._inbox.put(job)
         events = EngineStream(job)

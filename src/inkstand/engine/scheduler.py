@@ -1,9 +1,13 @@
-"""The engine thread's loop: admit jobs into sequence slots, decode one batch per step.
+"""The engine thread's loop: continuous batching over sequence slots, with prefix reuse.
 
-Threading rule: everything in this module runs on the engine thread, except `Job.cancel`
-and `Job.emit`'s hand-off, which are safe from any thread. Each step builds one batch with
-the next token of every generating sequence plus prompt chunks of newly admitted ones, up
-to the backend's batch size, so one long prompt cannot stall the others.
+Threading rule: everything here runs on the engine thread, except `Job.cancel` and the
+hand-off inside `Job.emit`, which are safe from any thread.
+
+One step: drop cancelled requests, expire requests that waited too long, admit waiting
+requests into free slots (reusing each slot's cached prefix), then build one batch holding
+the next token of every generating sequence plus prompt chunks of newly admitted ones, up to
+a per-step token budget, and decode it once. A request with `n` choices prefills one slot and
+forks its KV into `n - 1` more when the prompt is done.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from inkstand.backends.base import Backend, BatchEntry
+from inkstand.backends.base import Backend, BatchEntry, KVFullError
+from inkstand.engine.observer import EngineObserver, NullObserver
+from inkstand.engine.prefix import SlotCache
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
     Event,
@@ -24,11 +31,17 @@ from inkstand.engine.types import (
     TokenEvent,
     TokenInfo,
 )
-from inkstand.errors import EngineError, InkstandError
+from inkstand.errors import EngineError, InkstandError, OverloadedError
 
 log = logging.getLogger("inkstand.engine")
 
 STOP = object()  # put on the inbox to end the thread
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    queue_timeout: float = 30.0  # seconds a request may wait for a slot before a 503
+    step_tokens: int = 128  # prompt tokens per step while other sequences are generating
 
 
 class Job:
@@ -39,6 +52,8 @@ class Job:
         self.loop = loop
         self.events: asyncio.Queue[Event | InkstandError] = asyncio.Queue()
         self.cancelled = False
+        self.enqueued_at = time.monotonic()
+        self.first_token_at: float | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -50,33 +65,56 @@ class Job:
             self.cancelled = True
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
     job: Job
-    seq_id: int
-    prompt: tuple[int, ...]
-    fed: int = 0
-    next_token: int | None = None
+    index: int
+    slot: int
+    fed: int  # prompt tokens in the KV, cached ones included
+    cached: int
+    next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
+    last_token_at: float = 0.0
+    forks: list[Sequence] = field(default_factory=list)  # choices waiting for this prefill
+    awaiting_fork: bool = False
     assembler: TextAssembler = field(default_factory=TextAssembler)
 
     @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.job.request.prompt_tokens
+
+    @property
     def position(self) -> int:
+        """Where the next token to decode goes."""
         return self.fed + self.generated - (1 if self.next_token is not None else 0)
 
 
 class Scheduler:
-    def __init__(self, backend: Backend, inbox: queue.SimpleQueue) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        inbox: queue.SimpleQueue,
+        config: SchedulerConfig = SchedulerConfig(),
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.backend = backend
         self.inbox = inbox
+        self.config = config
+        self.observer: EngineObserver = observer or NullObserver()
         self.waiting: deque[Job] = deque()
         self.active: dict[int, Sequence] = {}
-        self.free_slots = list(range(backend.n_seq_max))[::-1]
+        self.free: set[int] = set(range(backend.n_seq_max))
+        self.cache = SlotCache(backend.n_seq_max)
         self.n_ctx = backend.info.n_ctx
+
+    @property
+    def running_jobs(self) -> int:
+        return len({id(s.job) for s in list(self.active.values())})
 
     def run(self) -> None:
         while self._collect(block=not self.active and not self.waiting):
             self._drop_cancelled()
+            self._expire_waiting(time.monotonic())
             self._admit()
             if self.active:
                 self._step()
@@ -95,74 +133,157 @@ class Scheduler:
         except queue.Empty:
             return True
 
+    def _expire_waiting(self, now: float) -> None:
+        limit = self.config.queue_timeout
+        if not self.waiting or now - self.waiting[0].enqueued_at <= limit:
+            return
+        kept: deque[Job] = deque()
+        for job in self.waiting:
+            if now - job.enqueued_at > limit and not job.cancelled:
+                self.observer.rejected()
+                job.emit(
+                    OverloadedError(
+                        f"The request waited over {limit:g} s for a free slot; retry later.",
+                        retry_after=2,
+                    )
+                )
+            else:
+                kept.append(job)
+        self.waiting = kept
+
     def _admit(self) -> None:
-        while self.waiting and self.free_slots:
-            job = self.waiting.popleft()
+        while self.waiting:
+            job = self.waiting[0]
             if job.cancelled:
+                self.waiting.popleft()
+                self.observer.cancelled()
                 continue
-            seq_id = self.free_slots.pop()
-            self.backend.begin(seq_id, job.request.sampling)
-            seq = Sequence(job, seq_id, job.request.prompt_tokens)
-            seq.assembler = TextAssembler(job.request.stop)
-            self.active[seq_id] = seq
+            if len(self.free) < job.request.n:
+                return  # first come, first served: nobody overtakes a waiting request
+            self.waiting.popleft()
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        request = job.request
+        slot, shared = self.cache.best(self.free, request.prompt_tokens)
+        reuse = min(shared, len(request.prompt_tokens) - 1)
+        primary = self._occupy(job, 0, slot, reuse)
+        self.backend.begin(slot, request.sampling, reuse)
+        for index in range(1, request.n):
+            sibling = self._occupy(job, index, self.cache.least_recent(self.free), reuse)
+            sibling.fed = len(request.prompt_tokens)
+            sibling.awaiting_fork = True
+            primary.forks.append(sibling)
+        self.observer.admitted(
+            time.monotonic() - job.enqueued_at, len(request.prompt_tokens), reuse
+        )
+
+    def _occupy(self, job: Job, index: int, slot: int, reuse: int) -> Sequence:
+        self.free.discard(slot)
+        self.cache.use(slot, reuse)
+        seq = Sequence(job, index, slot, fed=reuse, cached=reuse)
+        seq.assembler = TextAssembler(job.request.stop)
+        self.active[slot] = seq
+        return seq
 
     def _drop_cancelled(self) -> None:
-        for seq in [s for s in self.active.values() if s.job.cancelled]:
-            self._release(seq)
+        cancelled = {id(s.job): s.job for s in self.active.values() if s.job.cancelled}
+        for job in cancelled.values():
+            self.observer.cancelled()
+            self._release_job(job)
 
     def _release(self, seq: Sequence) -> None:
-        self.backend.end(seq.seq_id)
-        del self.active[seq.seq_id]
-        self.free_slots.append(seq.seq_id)
+        self.backend.end(seq.slot)
+        del self.active[seq.slot]
+        self.free.add(seq.slot)
+
+    def _release_job(self, job: Job, *, forget: bool = False) -> None:
+        for seq in [s for s in self.active.values() if s.job is job]:
+            if forget:
+                self.cache.forget(seq.slot)
+            self._release(seq)
 
     # -- one step ------------------------------------------------------------------------
     def _step(self) -> None:
         entries, owners = self._build_batch()
+        if not entries:
+            return
         try:
             logits_at = self.backend.decode(entries)
-        except EngineError as exc:
-            self._fail(owners, exc)
+        except KVFullError:
+            self._shed_newest()
             return
+        except EngineError as exc:
+            self._fail({id(s.job): s.job for s in owners}.values(), exc)
+            return
+        self._commit(entries, owners)
         wanting = [seq for seq, entry in zip(owners, entries, strict=True) if entry.want_logits]
+        now = time.monotonic()
         for seq, index in zip(wanting, logits_at, strict=True):
-            self._advance(seq, index)
+            for sibling in seq.forks:
+                self._fork(seq, sibling, index, now)
+            seq.forks = []
+            self._take(seq, index, now)
 
     def _build_batch(self) -> tuple[list[BatchEntry], list[Sequence]]:
         entries: list[BatchEntry] = []
         owners: list[Sequence] = []
-        budget = self.backend.n_batch
         for seq in self.active.values():
             if seq.next_token is not None:
-                entries.append(BatchEntry(seq.seq_id, (seq.next_token,), seq.position, True))
+                entries.append(BatchEntry(seq.slot, (seq.next_token,), seq.position, True))
                 owners.append(seq)
-                budget -= 1
+        room = self.backend.n_batch - len(entries)
+        budget = min(room, self.config.step_tokens) if entries else room
         for seq in self.active.values():
-            if seq.next_token is None and budget > 0:
+            if seq.next_token is None and not seq.awaiting_fork and budget > 0:
                 chunk = seq.prompt[seq.fed : seq.fed + budget]
                 done = seq.fed + len(chunk) == len(seq.prompt)
-                entries.append(BatchEntry(seq.seq_id, chunk, seq.fed, done))
+                entries.append(BatchEntry(seq.slot, chunk, seq.fed, done))
                 owners.append(seq)
-                seq.fed += len(chunk)
                 budget -= len(chunk)
         return entries, owners
 
-    def _advance(self, seq: Sequence, logits_index: int) -> None:
-        token = self.backend.sample(seq.seq_id, logits_index)
+    def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
+        """The batch is in the KV now: advance prompt positions and the prefix cache."""
+        for seq, entry in zip(owners, entries, strict=True):
+            if seq.next_token is None:
+                seq.fed += len(entry.tokens)
+            self.cache.extend(seq.slot, entry.tokens)
+
+    def _fork(self, primary: Sequence, sibling: Sequence, logits_index: int, now: float) -> None:
+        self.backend.fork(primary.slot, sibling.slot, primary.job.request.sampling)
+        self.cache.copy(primary.slot, sibling.slot)
+        sibling.awaiting_fork = False
+        self._take(sibling, logits_index, now)
+
+    def _take(self, seq: Sequence, logits_index: int, now: float) -> None:
+        """Sample the sequence's next token and emit what it releases."""
+        token = self.backend.sample(seq.slot, logits_index)
         seq.generated += 1
         seq.next_token = token
+        self._note_timing(seq, now)
         info = self._token_info(seq, token, logits_index)
         if self.backend.is_eog(token):
             if info is not None:
-                seq.job.emit(TokenEvent("", info))
+                seq.job.emit(TokenEvent("", info, seq.index))
             self._finish(seq, "stop")
             return
         text = seq.assembler.feed(self.backend.token_bytes(token))
         if text or info is not None:
-            seq.job.emit(TokenEvent(text, info))
+            seq.job.emit(TokenEvent(text, info, seq.index))
         if seq.assembler.stopped:
             self._finish(seq, "stop")
         elif seq.generated >= seq.job.request.max_tokens or seq.position >= self.n_ctx:
             self._finish(seq, "length")
+
+    def _note_timing(self, seq: Sequence, now: float) -> None:
+        if seq.generated == 1:
+            if seq.job.first_token_at is None:
+                seq.job.first_token_at = now
+                self.observer.first_token(now - seq.job.enqueued_at)
+        else:
+            self.observer.token_gap(now - seq.last_token_at)
+        seq.last_token_at = now
 
     def _token_info(self, seq: Sequence, token: int, logits_index: int) -> TokenInfo | None:
         if not seq.job.request.sampling.logprobs:
@@ -174,20 +295,31 @@ class Scheduler:
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         rest = seq.assembler.flush()
         if rest:
-            seq.job.emit(TokenEvent(rest))
-        seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, 0))
-        self._release(seq)
+            seq.job.emit(TokenEvent(rest, None, seq.index))
+        self.observer.generated(seq.generated)
+        self._release(seq)  # before the Finish, so a follow-up request finds the slot free
+        seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, seq.cached, seq.index))
 
-    def _fail(self, owners: list[Sequence], exc: EngineError) -> None:
-        log.error("decode failed for %d sequence(s): %s", len(owners), exc)
-        for seq in owners:
-            seq.job.emit(EngineError("the model failed while generating; please retry"))
-            self._release(seq)
+    # -- failures ------------------------------------------------------------------------
+    def _fail(self, jobs, exc: EngineError) -> None:
+        jobs = list(jobs)
+        log.error("decode failed for %d request(s): %s", len(jobs), exc)
+        for job in jobs:
+            job.emit(EngineError("The model failed while generating; please retry."))
+            self._release_job(job, forget=True)
+
+    def _shed_newest(self) -> None:
+        """No KV room for this step: refuse the most recently admitted request."""
+        newest = max(self.active.values(), key=lambda s: s.job.enqueued_at).job
+        log.warning("KV cache full: refusing the newest request")
+        self.observer.rejected()
+        newest.emit(OverloadedError("The server is out of KV cache; retry shortly.", retry_after=2))
+        self._release_job(newest, forget=True)
 
     def _shutdown(self) -> None:
         for seq in list(self.active.values()):
-            seq.job.emit(EngineError("the server is shutting down"))
+            seq.job.emit(EngineError("The server is shutting down."))
             self._release(seq)
         for job in self.waiting:
-            job.emit(EngineError("the server is shutting down"))
+            job.emit(EngineError("The server is shutting down."))
         self.waiting.clear()

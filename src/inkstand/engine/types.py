@@ -22,12 +22,13 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One sequence to generate: an already tokenized prompt and when to stop."""
+    """What to generate: an already tokenized prompt, how many choices, when to stop."""
 
     prompt_tokens: tuple[int, ...]
     max_tokens: int
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
+    n: int = 1  # independent choices; the prompt is computed once and its KV forked
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,18 @@ class TokenEvent:
 
     text: str
     token: TokenInfo | None = None
+    index: int = 0  # which of the request's `n` choices
 
 
 @dataclass(frozen=True)
 class Finish:
-    """The last event of every successful stream."""
+    """The last event of each choice; a stream ends after `n` of them."""
 
     reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    index: int = 0
 
 
 Event = TokenEvent | Finish

@@ -1,0 +1,167 @@
+"""Continuous batching on the scripted backend: admission, budget, prefix reuse, forks, load."""
+
+import asyncio
+
+import pytest
+
+from inkstand.backends.fake import FakeBackend
+from inkstand.engine import Engine, EngineConfig, Finish, GenerationRequest, TokenEvent
+from inkstand.engine.prefix import SlotCache, common_prefix
+from inkstand.errors import OverloadedError
+
+
+def request(prompt="hello", max_tokens=50, n=1):
+    return GenerationRequest(tuple(prompt.encode()), max_tokens, n=n)
+
+
+async def collect(engine, req):
+    async with engine.stream(req) as events:
+        return [event async for event in events]
+
+
+def texts(events, index=0):
+    return "".join(e.text for e in events if isinstance(e, TokenEvent) and e.index == index)
+
+
+def finishes(events):
+    return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
+
+
+@pytest.fixture
+def make_engine():
+    engines = []
+
+    def make(backend, **config):
+        engine = Engine(backend, config=EngineConfig(**config))
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def test_common_prefix_matches_a_plain_scan():
+    for a, b in [([], [1]), ([1, 2, 3], [1, 2, 4]), ([5] * 100, [5] * 60 + [6]), ([1], [1])]:
+        plain = next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+        )
+        assert common_prefix(a, b) == plain
+
+
+def test_slot_choice_prefers_longest_prefix_then_least_recent():
+    cache = SlotCache(3)
+    cache.use(0, 0)
+    cache.extend(0, [1, 2, 3])
+    cache.use(1, 0)
+    cache.extend(1, [1, 2])
+    cache.use(2, 0)
+    assert cache.best({0, 1, 2}, (1, 2, 3, 4)) == (0, 3)
+    assert cache.best({1, 2}, [9]) == (1, 0)  # no match anywhere: the least recently used
+
+
+async def test_sixteen_requests_share_decode_steps(make_engine):
+    backend = FakeBackend("abcdef", n_seq_max=16, n_batch=256)
+    engine = make_engine(backend)
+    results = await asyncio.gather(*(collect(engine, request(f"p{i}")) for i in range(16)))
+    assert all(texts(r) == "abcdef" for r in results)
+    assert max(len(call) for call in backend.decode_calls) == 16
+
+
+async def test_prompt_chunks_respect_the_step_budget_while_others_generate(make_engine):
+    backend = FakeBackend("x" * 100_000, n_seq_max=2, n_batch=256, n_ctx=200_000)
+    engine = make_engine(backend, step_tokens=16)
+    async with engine.stream(request("a", max_tokens=100_000)) as running:
+        await anext(running)  # the first sequence is generating from here on
+        await collect(engine, request("b" * 100, max_tokens=2))
+    mixed = [c for c in backend.decode_calls if len(c) == 2]
+    assert mixed and all(sum(len(e.tokens) for e in c) <= 17 for c in mixed)
+
+
+async def test_waiting_requests_are_admitted_in_arrival_order(make_engine):
+    backend = FakeBackend("zz", n_seq_max=1)
+    engine = make_engine(backend)
+    order = []
+
+    async def run(i):
+        await collect(engine, request(f"q{i}"))
+        order.append(i)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(run(i)))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_repeated_prompt_reuses_the_cached_prefix(make_engine):
+    backend = FakeBackend("ok", n_seq_max=2)
+    engine = make_engine(backend)
+    first = finishes(await collect(engine, request("the same long prompt")))[0]
+    second = finishes(await collect(engine, request("the same long prompt!")))[0]
+    assert first.cached_tokens == 0
+    assert second.cached_tokens == len("the same long prompt")
+    assert second.prompt_tokens == len("the same long prompt!")
+
+
+async def test_conversation_turn_reuses_prompt_and_answer(make_engine):
+    backend = FakeBackend("REPLY", n_seq_max=4)
+    engine = make_engine(backend)
+    await collect(engine, request("turn one|"))
+    turn_two = finishes(await collect(engine, request("turn one|REPLY|turn two")))[0]
+    assert turn_two.cached_tokens == len("turn one|REPLY")
+
+
+async def test_n_choices_fork_one_prefill(make_engine):
+    backend = FakeBackend("abc", n_seq_max=4, n_batch=256)
+    engine = make_engine(backend)
+    events = await collect(engine, request("shared prompt", n=4))
+    assert [f.index for f in finishes(events)] == [0, 1, 2, 3]
+    assert all(texts(events, i) == "abc" for i in range(4))
+    prompt_tokens_decoded = sum(
+        len(e.tokens) for call in backend.decode_calls for e in call if len(e.tokens) > 1
+    )
+    assert prompt_tokens_decoded == len("shared prompt")
+
+
+async def test_cancel_frees_the_slot_for_a_waiting_request(make_engine):
+    backend = FakeBackend("y" * 100_000, n_seq_max=1, n_ctx=200_000)
+    engine = make_engine(backend)
+    async with engine.stream(request(max_tokens=100_000)) as events:
+        await anext(events)
+    done = await asyncio.wait_for(collect(engine, request(max_tokens=3)), 10)
+    assert finishes(done)[0].reason == "length"
+
+
+async def test_full_wait_line_refuses_at_once(make_engine):
+    backend = FakeBackend("y" * 100_000, n_seq_max=1, n_ctx=200_000)
+    engine = make_engine(backend, max_waiting=1)
+    async with engine.stream(request(max_tokens=100_000)) as running:
+        await anext(running)
+        async with engine.stream(request()):
+            with pytest.raises(OverloadedError) as refused:
+                async with engine.stream(request()):
+                    pass
+    assert refused.value.retry_after
+
+
+async def test_request_waiting_too_long_gets_overloaded(make_engine):
+    backend = FakeBackend("y" * 100_000, n_seq_max=1, n_ctx=200_000)
+    engine = make_engine(backend, queue_timeout=0.05)
+    async with engine.stream(request(max_tokens=100_000)) as running:
+        await anext(running)
+        with pytest.raises(OverloadedError):
+            await collect(engine, request())
+
+
+async def test_full_kv_sheds_the_newest_request_and_keeps_the_rest(make_engine):
+    backend = FakeBackend("abcdefgh", n_seq_max=2)
+    engine = make_engine(backend)
+    older = asyncio.create_task(collect(engine, request("old")))
+    await asyncio.sleep(0.02)
+    backend.kv_full_decodes = 1
+    with pytest.raises(OverloadedError):
+        await collect(engine, request("new"))
+    assert finishes(await older)[0].reason == "stop"
