@@ -9,6 +9,9 @@ the defaults below. The config file may also map Writer model ids to GGUF files:
     ctx_size = 16384
     name = "Palmyra X5"
     max_output_tokens = 8192
+    top_k = 40                    # server-side sampling defaults (0 turns either off)
+    min_p = 0.05
+    repeat_penalty = 1.1          # over the last 64 tokens; 1.0 turns it off
     [aliases]
     palmyra-med = "palmyra-x5"    # serve a removed id instead of refusing it
 """
@@ -40,6 +43,13 @@ class ModelSpec:
     path: str
     ctx_size: int
     max_output_tokens: int
+    # Server-side sampling knobs Writer's API does not expose (llama.cpp's and
+    # llama-cpp-python's server defaults); greedy requests (temperature 0) skip them. Without
+    # them the embedded 135M model at the API's default temperature of 1 often rambles until
+    # its context is full.
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class Settings:
     api_key: tuple[str, ...] = ()
     data_dir: str = field(default_factory=lambda: default_data_dir())
     config: str | None = None
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=lambda: usable_cores())
     ctx_size: int = 4096  # per sequence
     slots: int = 16  # sequences decoded together
     max_waiting: int = 64  # requests queued for a slot before new ones get a 503
@@ -59,6 +69,23 @@ class Settings:
     log_level: str = "info"
     models: tuple[ModelSpec, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity masks and cgroup quotas shrink os.cpu_count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_cpu_limit()
+    return max(1, min(cores or 1, quota or cores or 1))
+
+
+def _cgroup_cpu_limit() -> int | None:
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(1, int(int(limit) / int(period)))
 
 
 def default_data_dir() -> str:
@@ -156,6 +183,9 @@ def _model_specs(models: dict, ctx_size: int) -> tuple[ModelSpec, ...]:
                 path=str(path),
                 ctx_size=int(entry.get("ctx_size", ctx_size)),
                 max_output_tokens=int(entry.get("max_output_tokens", 4096)),
+                top_k=int(entry.get("top_k", 40)),
+                min_p=float(entry.get("min_p", 0.05)),
+                repeat_penalty=float(entry.get("repeat_penalty", 1.1)),
             )
         )
     return tuple(specs)

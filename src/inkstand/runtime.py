@@ -85,6 +85,11 @@ class Runtime:
         config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
         return Engine(backend, name=spec.id, config=config, observer=self.observer)
 
+    def drain(self) -> None:
+        """The server is stopping: end requests in flight with a 503 so clients retry."""
+        for engine in self.engines.values():
+            engine.drain()
+
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close()

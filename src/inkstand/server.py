@@ -22,7 +22,7 @@ def serve(flags: dict) -> int:
     store = open_store(settings.data_dir)
     announce_first_key(KeyStore(store, settings.api_key))
     app = create_app(settings, store=store)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -32,7 +32,22 @@ def serve(flags: dict) -> int:
         http="httptools",
         timeout_graceful_shutdown=5,
     )
+    DrainingServer(config, app.state.runtime.drain).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """Uvicorn, but on shutdown it first ends generations in flight with a 503 (an
+    `event: error` frame in a stream), so connections finish at once instead of being cut
+    when the grace period runs out."""
+
+    def __init__(self, config: uvicorn.Config, drain) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets=None) -> None:
+        self._drain()
+        await super().shutdown(sockets)
 
 
 def announce_first_key(keys: KeyStore) -> None:

@@ -160,3 +160,10 @@ async def test_metrics_count_tokens_and_need_no_key(client):
     assert values["inkstand:prompt_tokens_cached_total"] > 0  # the second reused the first
     assert values["inkstand:num_requests_running"] == 0
     assert values["inkstand:time_to_first_token_seconds_count"] == 2
+
+
+async def test_request_sampling_and_server_defaults_reach_the_sampler(client, backend):
+    await client.post("/v1/chat", json=chat_body(temperature=0.7, top_p=0.9, logprobs=True))
+    (sampling,) = backend.sampling.values()
+    assert (sampling.temperature, sampling.top_p, sampling.logprobs) == (0.7, 0.9, True)
+    assert (sampling.top_k, sampling.min_p, sampling.repeat_penalty) == (40, 0.05, 1.1)

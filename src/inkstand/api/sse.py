@@ -8,6 +8,7 @@ the 200 has been sent, and `data: [DONE]` at the end of a good stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,11 +17,17 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from inkstand.api.errors import envelope
-from inkstand.errors import EngineError, InkstandError
+from inkstand.errors import EngineError, InkstandError, OverloadedError
 
 log = logging.getLogger("inkstand.api")
 
 DONE = b"data: [DONE]\n\n"
+
+
+def shutting_down() -> OverloadedError:
+    return OverloadedError("The server is shutting down; retry shortly.", retry_after=5)
+
+
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -63,8 +70,11 @@ class SSEResponse:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await self._write_events(send)
-        except (asyncio.CancelledError, OSError):
+        except OSError:
             pass  # the client went away; nothing more can be written
+        except asyncio.CancelledError:
+            if not watcher.done():  # cancelled by the server shutting down, not by the client
+                await self._end_with(send, shutting_down())
         finally:
             self._ended = True
             watcher.cancel()
@@ -86,6 +96,15 @@ class SSEResponse:
             tail = encode_error(EngineError("The server failed while streaming the answer."))
         self._ended = True
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _end_with(self, send: Send, exc: InkstandError) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(OSError, RuntimeError):
+            await send(
+                {"type": "http.response.body", "body": encode_error(exc), "more_body": False}
+            )
 
     async def _send(self, send: Send, frame: bytes) -> None:
         self._last_write = time.monotonic()
@@ -120,8 +139,9 @@ async def until_disconnect(receive: Receive, work: Awaitable):
     try:
         return await task
     except asyncio.CancelledError:
-        if watcher.done() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+        if watcher.done():
             raise ClientGoneError() from None
-        raise
+        raise shutting_down() from None  # the server cancelled us: answer 503, not a bare 500
     finally:
         watcher.cancel()
+        task.cancel()

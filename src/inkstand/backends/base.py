@@ -18,6 +18,9 @@ class SamplingParams:
 
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
+    repeat_penalty: float = 1.0  # 1: off; applies over the last 64 tokens
     seed: int | None = None
     logprobs: bool = False
 

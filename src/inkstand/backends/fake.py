@@ -33,6 +33,7 @@ class FakeBackend:
         self.decode_calls: list[list[BatchEntry]] = []
         self.kv: dict[int, list[int]] = {i: [] for i in range(n_seq_max)}
         self.sampled: dict[int, int] = {}  # seq_id -> reply bytes sampled so far
+        self.sampling: dict[int, SamplingParams] = {}  # seq_id -> what its request asked for
         self.ended: list[int] = []
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -49,6 +50,7 @@ class FakeBackend:
         assert keep <= len(self.kv[seq_id])
         del self.kv[seq_id][keep:]
         self.sampled[seq_id] = 0
+        self.sampling[seq_id] = sampling
 
     def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
         self.kv[dst] = list(self.kv[src])

@@ -149,8 +149,17 @@ class LlamaCppBackend:
         if sampling.greedy:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
+        if sampling.repeat_penalty != 1.0:
+            penalties = L.llama_sampler_init_penalties(
+                self.n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0
+            )
+            L.llama_sampler_chain_add(chain, penalties)
+        if sampling.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
         if sampling.top_p < 1.0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
+        if sampling.min_p > 0.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(sampling.min_p, 1))
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
         seed = sampling.seed if sampling.seed is not None else L.LLAMA_DEFAULT_SEED
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))

@@ -58,6 +58,9 @@ class ChatService:
         sampling = SamplingParams(
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=served.spec.top_k,
+            min_p=served.spec.min_p,
+            repeat_penalty=served.spec.repeat_penalty,
             logprobs=bool(request.logprobs),
         )
         n = request.n or 1
@@ -66,7 +69,7 @@ class ChatService:
                 f"`n` is {n}, but this server runs at most {served.engine.slots} sequences at once."
             )
         generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
-        return ChatPlan(request, served, generation, n)
+        return ChatPlan(request, served, generation, n, usage=Usage(prompt=len(tokens)))
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from inkstand.backends.base import Backend, ModelInfo
 from inkstand.engine.observer import EngineObserver, NullObserver
-from inkstand.engine.scheduler import STOP, Job, Scheduler, SchedulerConfig
+from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig
 from inkstand.engine.types import Event, Finish, GenerationRequest
 from inkstand.errors import InkstandError, OverloadedError
 
@@ -77,6 +77,7 @@ class Engine:
         )
         self._thread = threading.Thread(target=self._scheduler.run, name=f"inkstand-{name}")
         self._thread.daemon = True
+        self.draining = False
 
     @property
     def info(self) -> ModelInfo:
@@ -99,6 +100,11 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
+    def drain(self) -> None:
+        """Refuse new requests and end those in flight with a 503: the server is stopping."""
+        self.draining = True
+        self._inbox.put(DRAIN)
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._inbox.put(STOP)
@@ -107,6 +113,8 @@ class Engine:
 
     @asynccontextmanager
     async def stream(self, request: GenerationRequest) -> AsyncIterator[EngineStream]:
+        if self.draining:
+            raise OverloadedError("The server is shutting down; retry shortly.", retry_after=5)
         if self._waiting() >= self.config.max_waiting:
             self._scheduler.observer.rejected()
             raise OverloadedError(

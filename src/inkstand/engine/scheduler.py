@@ -36,6 +36,7 @@ from inkstand.errors import EngineError, InkstandError, OverloadedError
 log = logging.getLogger("inkstand.engine")
 
 STOP = object()  # put on the inbox to end the thread
+DRAIN = object()  # put on the inbox to refuse everything in flight (the server is stopping)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,10 @@ class Scheduler:
             while True:
                 if item is STOP:
                     return False
-                self.waiting.append(item)
+                if item is DRAIN:
+                    self._drain()
+                else:
+                    self.waiting.append(item)
                 item = self.inbox.get_nowait()
         except queue.Empty:
             return True
@@ -315,6 +319,14 @@ class Scheduler:
         self.observer.rejected()
         newest.emit(OverloadedError("The server is out of KV cache; retry shortly.", retry_after=2))
         self._release_job(newest, forget=True)
+
+    def _drain(self) -> None:
+        jobs = {id(s.job): s.job for s in self.active.values()}
+        jobs.update((id(job), job) for job in self.waiting)
+        self.waiting.clear()
+        for job in jobs.values():
+            job.emit(OverloadedError("The server is shutting down; retry shortly.", retry_after=5))
+            self._release_job(job)
 
     def _shutdown(self) -> None:
         for seq in list(self.active.values()):
