@@ -55,6 +55,19 @@ def tiny_server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="session")
+def narrow_server(tmp_path_factory) -> Server:
+    """One sequence slot and room for one request in the wait line: contention on demand.
+
+    Tests that use it begin with `wait_until_idle`, so work one of them left behind (a
+    cancelled request still draining) cannot disturb the next.
+    """
+    folder = tmp_path_factory.mktemp("narrow")
+    flags = ("--slots", "1", "--max-waiting", "1", "--ctx-size", "4096", "--threads", "1")
+    with running_server(folder, *flags, key=KEY) as narrow:
+        yield narrow
+
+
+@pytest.fixture(scope="session")
 def writer_schema():
     """Validators for Writer's OpenAPI component schemas, by name."""
     if not OPENAPI_PATH.is_file():

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -33,8 +34,12 @@ READY_TIMEOUT = 60.0
 KEY = "e2e-test-key"
 CTX_SIZE = 1024
 MODEL = "palmyra-x5"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 # A prompt the model answers at length, so a small `max_tokens` ends it with `length`.
 TALKATIVE = [{"role": "user", "content": "Write a long essay about the ocean."}]
+# A prompt the model never stops answering at temperature 0: with a large `max_tokens` the
+# request keeps a slot busy for most of a minute (or until its client leaves).
+ESSAY = [{"role": "user", "content": "Write a very long essay about the history of printing."}]
 
 
 def greedy(**fields) -> dict:
@@ -155,6 +160,46 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+# -- requests -----------------------------------------------------------------------------
+
+
+def post(server: Server, body: dict, timeout: float = 60) -> httpx.Response:
+    """POST a chat request to `server` with a client of its own (safe from any thread)."""
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=timeout) as http:
+        return http.post("/v1/chat", json=body)
+
+
+@contextmanager
+def occupying(server: Server) -> Iterator[None]:
+    """Hold a slot of `server` with a greedy essay stream; leaving closes it, which cancels it.
+
+    The stream has sent its first chunk when this enters, so the request is generating. It
+    asks for 4000 tokens, so the server needs a context (per sequence) of 4096.
+    """
+    body = greedy(messages=ESSAY, max_tokens=4000, stream=True)
+    with (
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http,
+        http.stream("POST", "/v1/chat", json=body) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        received = response.iter_raw()  # dropping this iterator would close the stream
+        next(received)
+        yield
+
+
+def assert_envelope(payload: object) -> None:
+    """`payload` is Writer's error envelope with at least one described error."""
+    assert isinstance(payload, dict) and set(payload) == {"tpe", "errors", "extras"}
+    assert isinstance(payload["tpe"], str) and payload["tpe"]
+    assert isinstance(payload["extras"], dict)
+    assert isinstance(payload["errors"], list) and payload["errors"]
+    for error in payload["errors"]:
+        assert set(error) == {"description", "key", "extras"}
+        assert isinstance(error["description"], str) and error["description"].strip()
+        assert isinstance(error["key"], str) and error["key"]
+        assert isinstance(error["extras"], dict)
+
+
 # -- server-sent events -------------------------------------------------------------------
 
 
@@ -189,6 +234,48 @@ def streamed_text(chunks: list[dict], index: int = 0) -> str:
         for choice in chunk["choices"]
         if choice["index"] == index
     )
+
+
+# -- /metrics -----------------------------------------------------------------------------
+
+RUNNING = "inkstand:num_requests_running"
+WAITING = "inkstand:num_requests_waiting"
+PROMPT_TOKENS = "inkstand:prompt_tokens_total"
+CACHED_TOKENS = "inkstand:prompt_tokens_cached_total"
+GENERATED_TOKENS = "inkstand:generation_tokens_total"
+REJECTIONS = "inkstand:queue_rejections_total"
+CANCELLATIONS = "inkstand:cancellations_total"
+
+
+def scrape(server: Server) -> dict[str, float]:
+    """The server's unlabelled Prometheus samples by name (a histogram gives `_count`, `_sum`)."""
+    response = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+def wait_for_metric(server: Server, name: str, value: float, timeout: float = 15.0) -> dict:
+    """Scrape until `name` reads `value` (at most `timeout` seconds); return that scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sample = scrape(server)
+        if sample[name] == value or time.monotonic() > deadline:
+            assert sample[name] == value, (
+                f"{name} is {sample[name]}, not {value}, after {timeout} s"
+            )
+            return sample
+        time.sleep(0.1)
+
+
+def wait_until_idle(server: Server) -> dict:
+    """Wait until `server` runs and queues nothing; return the last scrape."""
+    wait_for_metric(server, RUNNING, 0)
+    return wait_for_metric(server, WAITING, 0)
 
 
 # -- Writer's OpenAPI document as JSON Schema ---------------------------------------------
@@ -263,15 +350,17 @@ def writer_validators() -> dict[str, Draft202012Validator]:
 
 # -- programs run against the server ------------------------------------------------------
 
-# Writer's examples send no `max_tokens` and sample at temperature 1, where the tiny embedded
-# model often (about 2 runs in 5 for examples/stream.py) talks until the context is full. The
-# SDK's stream helper then raises LengthFinishReasonError, or the next turn of a chat no longer
-# fits the context. Only those outcomes earn another run; anything else is returned as it is.
+# Writer's examples send no `max_tokens` and sample at temperature 1. The embedded model used
+# to talk until the context was full about 2 runs in 5 (examples/stream.py); with the server's
+# sampling defaults (top_k, min_p, repeat_penalty) no run did in 100 (25 each of stream.py,
+# chatbot.py, chat.py and `inkstand chat`), and 1 raw request in 160 with those prompts did.
+# Such a run makes the SDK's stream helper raise LengthFinishReasonError, or the next turn of
+# a chat no longer fit the context; only that outcome earns one more run.
 RAMBLED = ("LengthFinishReasonError", "context window")
 
 
 def run_program(
-    argv: list[str], *, env: dict[str, str], stdin: str = "", attempts: int = 8
+    argv: list[str], *, env: dict[str, str], stdin: str = "", attempts: int = 2
 ) -> subprocess.CompletedProcess:
     for _ in range(attempts):
         done = subprocess.run(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import writerai
 
-from .support import CTX_SIZE, KEY, MODEL, TALKATIVE, greedy
+from .support import CTX_SIZE, KEY, MODEL, TALKATIVE, assert_envelope, greedy
 
 pytestmark = pytest.mark.e2e
 
@@ -83,18 +83,6 @@ def send(server, *, auth=BEARER, method="POST", path="/v1/chat", chunks=None, **
         kwargs["content"] = iter(chunks)
     with httpx.Client(base_url=server.url, timeout=60) as http:
         return http.request(method, path, headers=headers, **kwargs)
-
-
-def assert_envelope(payload: object) -> None:
-    assert isinstance(payload, dict) and set(payload) == {"tpe", "errors", "extras"}
-    assert isinstance(payload["tpe"], str) and payload["tpe"]
-    assert isinstance(payload["extras"], dict)
-    assert isinstance(payload["errors"], list) and payload["errors"]
-    for error in payload["errors"]:
-        assert set(error) == {"description", "key", "extras"}
-        assert isinstance(error["description"], str) and error["description"].strip()
-        assert isinstance(error["key"], str) and error["key"]
-        assert isinstance(error["extras"], dict)
 
 
 @pytest.mark.parametrize(("request_", "status"), CASES.values(), ids=CASES.keys())

@@ -96,20 +96,21 @@ def test_streamed_logprobs_cover_every_token(http):
     assert "".join(e["token"] for e in entries) == streamed_text(chunks)
 
 
-def test_n_choices_open_in_order_and_finish_once(http):
-    chunks = stream_chunks(http, greedy(n=2, max_tokens=3))
-    assert [c["index"] for c in chunks[0]["choices"]] == [0, 1]
+@pytest.mark.parametrize("n", [2, 4])
+def test_n_choices_open_in_order_and_finish_once(http, n):
+    chunks = stream_chunks(http, greedy(n=n, max_tokens=3))
+    assert [c["index"] for c in chunks[0]["choices"]] == list(range(n))
     finishes = [
         (choice["index"], position)
         for position, chunk in enumerate(chunks)
         for choice in chunk["choices"]
         if choice["finish_reason"] is not None
     ]
-    assert sorted(index for index, _ in finishes) == [0, 1]
+    assert sorted(index for index, _ in finishes) == list(range(n))
     for index, position in finishes:
         later = [ch for c in chunks[position + 1 :] for ch in c["choices"] if ch["index"] == index]
         assert later == []
-    assert streamed_text(chunks, 0) == streamed_text(chunks, 1)
+    assert len({streamed_text(chunks, index) for index in range(n)}) == 1
 
 
 def test_sdk_stream_yields_typed_chunks(client):

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
 
-from .support import KEY, greedy, running_server
+from .support import AUTH, ESSAY, KEY, RUNNING, greedy, running_server, wait_for_metric
 
 pytestmark = pytest.mark.e2e
-
-ESSAY = [{"role": "user", "content": "Write a very long essay about the history of printing."}]
-HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
@@ -38,7 +34,7 @@ def stopped(server) -> str:
 def test_stream_in_flight_ends_with_an_error_frame(doomed):
     body = greedy(messages=ESSAY, max_tokens=4000, stream=True)
     with (
-        httpx.Client(base_url=doomed.url, headers=HEADERS, timeout=60) as http,
+        httpx.Client(base_url=doomed.url, headers=AUTH, timeout=60) as http,
         http.stream("POST", "/v1/chat", json=body) as response,
     ):
         events = response.iter_raw()
@@ -60,7 +56,7 @@ def test_request_in_flight_gets_a_retryable_envelope(doomed):
     answers: list[httpx.Response | Exception] = []
 
     def ask() -> None:
-        with httpx.Client(base_url=doomed.url, headers=HEADERS, timeout=60) as http:
+        with httpx.Client(base_url=doomed.url, headers=AUTH, timeout=60) as http:
             try:
                 answers.append(http.post("/v1/chat", json=greedy(messages=ESSAY, max_tokens=4000)))
             except httpx.TransportError as exc:
@@ -68,7 +64,7 @@ def test_request_in_flight_gets_a_retryable_envelope(doomed):
 
     asker = threading.Thread(target=ask)
     asker.start()
-    time.sleep(1)  # let the request reach the engine; not a measurement
+    wait_for_metric(doomed, RUNNING, 1)  # the request has reached the engine
     doomed.process.terminate()
     asker.join(timeout=60)
     (response,) = answers

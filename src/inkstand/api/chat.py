@@ -17,12 +17,13 @@ async def chat(request: Request):
     body = await read_model(request, ChatRequest, request.app.state.settings.max_body_bytes)
     plan = service.plan(body)
     request.state.usage = plan.usage
-    if body.stream:
-        stream = service.open_stream(plan)
-        await stream.prime()
-        return SSEResponse(stream.chunks(), stream.aclose)
     try:
+        if body.stream:
+            stream = service.open_stream(plan)
+            # A client may leave while its request waits for a slot or its prompt is read.
+            await until_disconnect(request.receive, stream.prime())
+            return SSEResponse(stream.chunks(), stream.aclose)
         answer = await until_disconnect(request.receive, service.complete(plan))
     except ClientGoneError:
-        return Response(status_code=499)
+        return Response(status_code=499)  # nobody reads it; it names the outcome in the log
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -92,7 +92,12 @@ class Engine:
         return self._scheduler.running_jobs, self._waiting()
 
     def _waiting(self) -> int:
-        return self._inbox.qsize() + len(self._scheduler.waiting)
+        """Requests that will not find a free slot: submitted but unadmitted, less free slots.
+
+        A request the engine thread has not collected yet is not waiting if a slot is free.
+        """
+        pending = self._inbox.qsize() + len(self._scheduler.waiting)
+        return max(0, pending - len(self._scheduler.free))
 
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)

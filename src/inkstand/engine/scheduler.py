@@ -197,6 +197,7 @@ class Scheduler:
             self._release_job(job)
 
     def _release(self, seq: Sequence) -> None:
+        self.observer.generated(seq.generated)
         self.backend.end(seq.slot)
         del self.active[seq.slot]
         self.free.add(seq.slot)
@@ -300,7 +301,6 @@ class Scheduler:
         rest = seq.assembler.flush()
         if rest:
             seq.job.emit(TokenEvent(rest, None, seq.index))
-        self.observer.generated(seq.generated)
         self._release(seq)  # before the Finish, so a follow-up request finds the slot free
         seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, seq.cached, seq.index))
 
