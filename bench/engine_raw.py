@@ -47,10 +47,20 @@ async def generate(engine: Engine, request: GenerationRequest) -> Sample:
 
 
 @contextmanager
-def loaded_engine(model_path: str, settings: Settings) -> Iterator[Engine]:
-    """The model in a started `Engine`, built as `inkstand serve` builds it (runtime.py)."""
+def loaded_engine(
+    model_path: str, settings: Settings, *, kv_unified: bool = False
+) -> Iterator[Engine]:
+    """The model in a started `Engine`, built as `inkstand serve` builds it (runtime.py).
+
+    `kv_unified=True` swaps the per-slot KV streams for one shared buffer; `ctx_size` then
+    counts that buffer's cells, not one sequence's.
+    """
     backend = LlamaCppBackend(
-        model_path, n_ctx=settings.ctx_size, n_threads=settings.threads, n_seq_max=settings.slots
+        model_path,
+        n_ctx=settings.ctx_size,
+        n_threads=settings.threads,
+        n_seq_max=settings.slots,
+        kv_unified=kv_unified,
     )
     config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
     engine = Engine(backend, name="bench", config=config)

@@ -1,0 +1,260 @@
+"""Concurrent chats: Inkstand against llama.cpp's C++ llama-server and llama_cpp.server.
+
+    .venv/bin/python bench/concurrency.py          # everything, ~15 minutes on 2 cores
+
+Three servers on the embedded SmolLM2-135M GGUF, all started at once, with the same
+threads and per-sequence context (see `start_targets` for their exact command lines):
+
+    inkstand      `inkstand serve`, default 16 slots             POST /v1/chat
+    llama-server  built by llama_server.py, -np 16               POST /v1/chat/completions
+    llama_cpp     `python -m llama_cpp.server` (peers.py venv)   POST /v1/chat/completions
+
+Stages (each can be picked with --stages):
+
+1. `concurrency`: at 1, 4 and 16 clients, rounds of one wave per server (the order rotating
+   every round): every client streams one greedy request of `--max-tokens` at the same
+   instant, with distinct prompts of the same length (workload.py). Aggregate output
+   tokens/s = tokens / (last stream end - first request sent), median over rounds; TTFT
+   and inter-token gaps are pooled over all requests of all rounds. Round 0 warms up.
+2. `conversation`: `--conversations` chats of 8 turns per server, each turn resending the
+   whole history with the server's own previous answer; TTFT per turn and the cached
+   prompt tokens each server reports.
+3. `churn`: Inkstand's RSS over 1,000 short requests (8 tokens, streaming and not, greedy
+   and sampled, 8 at a time) after 100 of the same as warm-up.
+4. `kv`: the raw engine at 16 sequences with each KV layout (kv_layout.py), after the
+   servers have stopped.
+
+Before each wave and turn the run waits for idle CPUs and meters other processes' CPU
+while it runs (host.py); a disturbed wave is redone with fresh prompts, a bounded number
+of times. Errors are counted, never retried. Every server stops on the way out, on error
+too. Figures go to stdout and bench/results/concurrency-<UTC time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import concurrency_report as report
+import host
+import kv_layout
+import load
+import uvloop
+from llama_server import ensure_llama_server, llama_server_command
+from peers import ensure_llama_cpp_venv, llama_cpp_server_command
+from servers import Server, free_port, rss_mb, serving
+from workload import TOPICS, Prompts, follow_up, opening
+
+from inkstand.config import find_embedded_model, load_settings
+
+STAGES = ("concurrency", "conversation", "churn", "kv")
+FOREIGN_LIMIT = 0.05  # CPUs of other processes' work above which a wave is redone
+
+
+@dataclass
+class Target:
+    """One server under test and how to talk to it."""
+
+    name: str
+    server: Server
+    dialect: str
+    headers: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # body fields this server needs
+
+    def body(self, messages: list[dict], max_tokens: int, **more) -> dict:
+        return {"messages": messages, "temperature": 0.0, "max_tokens": max_tokens} | (
+            self.extra | more
+        )
+
+    async def send(self, client, body: dict) -> load.Trace:
+        return await load.send(client, self.dialect, self.server.base_url, body, self.headers)
+
+
+def parse_args() -> argparse.Namespace:
+    defaults = load_settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--rounds", type=int, default=5, help="timed waves per level")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--conversations", type=int, default=3, help="per server")
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--churn", type=int, default=1000, help="short requests (RSS test)")
+    parser.add_argument("--kv-rounds", type=int, default=3, help="timed waves per KV layout")
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--ctx-size", type=int, default=defaults.ctx_size, help="per sequence")
+    parser.add_argument("--slots", type=int, default=defaults.slots)
+    parser.add_argument("--quiet-budget", type=float, default=600.0,
+                        help="max seconds to wait for idle CPUs over the run")  # fmt: skip
+    return parser.parse_args()
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every server still stops
+    args = parse_args()
+    model = find_embedded_model()
+    binary, build = ensure_llama_server()
+    peer_python = ensure_llama_cpp_venv()
+    quiet = host.Quiet(args.quiet_budget)
+    results: dict = {}
+    with contextlib.ExitStack() as stack:
+        targets = start_targets(stack, args, model, binary, peer_python)
+        results["commands"] = {name: t.server.process.args for name, t in targets.items()}
+        results |= uvloop.run(Bench(args, quiet, targets).run())
+    if "kv" in args.stages:
+        results["kv_layout"] = kv_layout.measure(
+            sequences=args.slots, ctx_size=args.ctx_size, threads=args.threads,
+            max_tokens=args.max_tokens, rounds=args.kv_rounds, quiet_budget=quiet.left,
+        )  # fmt: skip
+    config = vars(args) | {"model": Path(model).name, "llama_server": build}
+    result = report.build(config, results)
+    report.show(result)
+    report.save(result)
+    return 0
+
+
+def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, peer: Path):
+    """Start the three servers (stopped when `stack` closes); name -> Target."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inkstand-bench-")))
+    key = secrets.token_urlsafe(24)
+    ports = {name: free_port() for name in ("inkstand", "llama-server", "llama_cpp")}
+    inkstand = [
+        str(Path(sys.executable).with_name("inkstand")), "serve",
+        "--port", str(ports["inkstand"]), "--data-dir", str(tmp / "data"), "--api-key", key,
+        "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
+        "--slots", str(args.slots),
+    ]  # fmt: skip
+    cpp = llama_server_command(binary, model, ports["llama-server"], threads=args.threads,
+                               ctx_size=args.ctx_size, slots=args.slots)  # fmt: skip
+    # llama_cpp.server interrupts a running stream when another request arrives unless told
+    # not to; a server for several chats queues them instead.
+    legacy = llama_cpp_server_command(peer, model, ports["llama_cpp"], threads=args.threads,
+                                      ctx_size=args.ctx_size)  # fmt: skip
+    legacy += ["--interrupt_requests", "false"]
+    specs = {
+        "inkstand": (inkstand, "/health", "writer", {"Authorization": f"Bearer {key}"},
+                     {"model": "palmyra-x5"}),
+        "llama-server": (cpp, "/health", "openai", {}, {"model": "smollm2"}),
+        # its default repeat_penalty (1.1) would change the greedy output
+        "llama_cpp": (legacy, "/v1/models", "legacy", {}, {"model": "smollm2",
+                                                           "repeat_penalty": 1.0}),
+    }  # fmt: skip
+    targets = {}
+    for name, (cmd, ready, dialect, headers, extra) in specs.items():
+        log = tmp / f"{name}.log"
+        server = stack.enter_context(serving(name, cmd, ports[name], ready_path=ready, log=log))
+        targets[name] = Target(name, server, dialect, headers, extra)
+    return targets
+
+
+class Bench:
+    """The HTTP stages, on one client and one event loop."""
+
+    def __init__(self, args, quiet: host.Quiet, targets: dict[str, Target]) -> None:
+        self.args = args
+        self.quiet = quiet
+        self.targets = targets
+        self.prompts = Prompts()
+        self.redos_left = 3 * len(args.levels) * len(targets)
+
+    async def run(self) -> dict:
+        out: dict = {"rss_idle_mb": {n: t.server.rss_mb() for n, t in self.targets.items()}}
+        async with load.open_client() as client:
+            self.client = client
+            if "concurrency" in self.args.stages:
+                out["concurrency"] = {lvl: await self.level(lvl) for lvl in self.args.levels}
+            if "conversation" in self.args.stages:
+                out["conversation"] = await self.conversations()
+            if "churn" in self.args.stages:
+                out["churn"] = await self.churn(self.targets["inkstand"])
+        out["rss_end_mb"] = {n: t.server.rss_mb() for n, t in self.targets.items()}
+        out["rss_peak_mb"] = {n: t.server.peak_rss_mb() for n, t in self.targets.items()}
+        return out
+
+    # -- 1. concurrency ----------------------------------------------------------------
+    async def level(self, clients: int) -> dict[str, list[dict]]:
+        waves: dict[str, list[dict]] = {name: [] for name in self.targets}
+        names = list(self.targets)
+        for r in range(self.args.rounds + 1):
+            print(f"{clients} clients: {'warm-up' if r == 0 else f'round {r}'}", file=sys.stderr)
+            batch = self.prompts.batch(clients)
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                wave = await self.wave(self.targets[name], batch)
+                if r:
+                    waves[name].append(wave)
+        return waves
+
+    async def wave(self, target: Target, batch: list[list[dict]]) -> dict:
+        while True:
+            self.quiet.wait()
+            meter = host.CpuMeter([os.getpid(), target.server.pid])
+            jobs = [lambda m=m: target.send(self.client, target.body(m, self.args.max_tokens))
+                    for m in batch]  # fmt: skip
+            traces, wall = await load.wave(jobs)
+            foreign = meter.foreign_cpus()
+            if foreign <= FOREIGN_LIMIT or self.redos_left <= 0:
+                return {"wall_s": wall, "foreign_cpus": foreign, "traces": traces}
+            self.redos_left -= 1
+            print(f"  redo {target.name}: others used {foreign:.2f} CPUs", file=sys.stderr)
+            batch = self.prompts.batch(len(batch))  # the old prompts are cached by now
+
+    # -- 2. conversation ---------------------------------------------------------------
+    async def conversations(self) -> dict[str, list[list[dict]]]:
+        out: dict[str, list[list[dict]]] = {name: [] for name in self.targets}
+        names = list(self.targets)
+        for k in range(self.args.conversations):
+            topic = TOPICS[-1 - k]
+            for name in names[k % len(names) :] + names[: k % len(names)]:
+                print(f"conversation {k + 1}: {name}", file=sys.stderr)
+                out[name].append(await self.conversation(self.targets[name], topic))
+        return out
+
+    async def conversation(self, target: Target, topic: str) -> list[dict]:
+        messages, turns = [opening(topic)], []
+        for turn in range(1, self.args.turns + 1):
+            self.quiet.wait()
+            meter = host.CpuMeter([os.getpid(), target.server.pid])
+            trace = await target.send(self.client, target.body(messages, self.args.max_tokens))
+            turns.append({"turn": turn, "foreign_cpus": meter.foreign_cpus(), "trace": trace})
+            if trace.error:
+                break
+            messages = [*messages, {"role": "assistant", "content": trace.text}]
+            if turn < self.args.turns:
+                messages.append(follow_up(turn + 1))
+        return turns
+
+    # -- 3. churn ----------------------------------------------------------------------
+    async def churn(self, target: Target, warmup: int = 100, clients: int = 8) -> dict:
+        """RSS after `warmup` short requests, then after every 100 of `--churn` more."""
+        errors: list[str] = []
+
+        async def worker(numbers: Iterator[int]) -> None:
+            for i in numbers:  # the clients share one iterator: each number is sent once
+                body = target.body(self.prompts.question(i), 8, stream=i % 2 == 0,
+                                   temperature=0.0 if i % 3 else 0.8)  # fmt: skip
+                trace = await target.send(self.client, body)
+                if trace.error:
+                    errors.append(trace.error)
+
+        print(f"churn: {warmup} warm-up + {self.args.churn} short requests", file=sys.stderr)
+        bounds = [0, warmup, *range(warmup + 100, warmup + self.args.churn + 1, 100)]
+        samples = []
+        for lo, hi in itertools.pairwise(bounds):
+            numbers = iter(range(lo, hi))
+            await asyncio.gather(*(worker(numbers) for _ in range(clients)))
+            samples.append({"requests": hi, "rss_mb": rss_mb(target.server.pid)})
+        return {"samples": samples, "errors": errors, "clients": clients, "warmup": warmup}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
