@@ -26,8 +26,8 @@ class LlamaCppBackend:
     """One llama.cpp model and context holding `n_seq_max` sequence slots.
 
     Each slot gets its own KV stream of `n_ctx` tokens (`kv_unified = False`): a token then
-    attends only over its own sequence's cells, which measured faster at 16 sequences than one
-    shared buffer. Copying a slot's KV into another (`fork`) copies the stream.
+    attends only over its own sequence's cells. Copying a slot's KV into another (`fork`)
+    copies the stream. See docs/benchmarks.md for how this compares with a unified buffer.
     """
 
     def __init__(
