@@ -39,6 +39,7 @@ import itertools
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -116,11 +117,22 @@ def main() -> int:
             sequences=args.slots, ctx_size=args.ctx_size, threads=args.threads,
             max_tokens=args.max_tokens, rounds=args.kv_rounds, quiet_budget=quiet.left,
         )  # fmt: skip
-    config = vars(args) | {"model": Path(model).name, "llama_server": build}
+    config = vars(args) | {"model": Path(model).name, "llama_server": build, "git": git_state()}
     result = report.build(config, results)
     report.show(result)
     report.save(result)
     return 0
+
+
+def git_state() -> dict:
+    """The commit under test and whether src/ had uncommitted changes at the time."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo), *cmd], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "src_changes": git("status", "--short", "src")}
 
 
 def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, peer: Path):

@@ -117,7 +117,8 @@ def floors(out: dict) -> list[dict]:
         level = out.get("concurrency", {}).get(clients)
         if level:
             ratio = level["inkstand"]["tps"] / level[BASE]["tps"]
-            rows.append(_floor(f"{clients} clients: tok/s vs llama-server", ratio, ">=", floor))
+            label = f"{clients} client{'s' if clients > 1 else ''}: tok/s vs llama-server"
+            rows.append(_floor(label, ratio, ">=", floor))
     if "conversation" in out:
         ours, theirs = (out["conversation"][n]["turns"][-1] for n in ("inkstand", BASE))
         if ours["ttft_s"] and theirs["ttft_s"]:
@@ -146,7 +147,9 @@ def _inkstand_errors(out: dict) -> int:
 def show(result: dict) -> None:
     """Print the tables as Markdown, so they can go into docs/benchmarks.md as printed."""
     c = result["config"]
-    print(f"\n{result['machine']['cpu']}, {result['machine']['nproc']} CPUs; {c['model']}, "
+    dirty = " plus uncommitted src/ changes" if c["git"]["src_changes"] else ""
+    print(f"\nInkstand at {c['git']['commit'][:7]}{dirty}")
+    print(f"{result['machine']['cpu']}, {result['machine']['nproc']} CPUs; {c['model']}, "
           f"{c['threads']} threads, {c['ctx_size']} context per sequence, {c['slots']} slots, "
           f"max_tokens {c['max_tokens']}")  # fmt: skip
     if "concurrency" in result:
@@ -198,15 +201,15 @@ def _show_chats(chats: dict) -> None:
 
 
 def _show_kv(layouts: dict) -> None:
-    print("\nRaw engine, 16 concurrent sequences, per KV layout\n")
-    print("| layout | KV cells | tok/s | TTFT p50 ms | RSS idle MB | RSS after MB | RSS peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\nRaw engine, 16 concurrent sequences, per KV layout (tok/s: median of waves)\n")
+    print("| layout | KV cells | engine tok/s | TTFT p50 ms | RSS idle MB | RSS after MB "
+          "| RSS peak MB | bare loop tok/s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, k in layouts.items():
         cells = k["ctx_size"] * (1 if k["kv_unified"] else k["sequences"])
-        print(
-            f"| {name} | {cells} | {k['tps']:.1f} | {1000 * k['ttft_p50_s']:.0f} | "
-            f"{k['rss_idle_mb']:.0f} | {k['rss_after_mb']:.0f} | {k['rss_peak_mb']:.0f} |"
-        )
+        print(f"| {name} | {cells} | {k['tps']:.1f} | {1000 * k['ttft_p50_s']:.0f} | "
+              f"{k['rss_idle_mb']:.0f} | {k['rss_after_mb']:.0f} | {k['rss_peak_mb']:.0f} | "
+              f"{k['loop_tps']:.1f} |")  # fmt: skip
 
 
 def save(result: dict) -> Path:

@@ -7,7 +7,8 @@ resident memory is that layout's alone, and one context's allocations cannot lea
 next), each loading Inkstand's `Engine` in process as engine_raw.py does and decoding
 waves of `--sequences` concurrent greedy requests with distinct prompts (workload.py).
 Per layout: aggregate output tokens/s per wave (median), TTFT, and VmRSS once loaded,
-after the waves, and at the peak (VmHWM).
+after the waves, and at the peak (VmHWM); then, for comparison, the same waves decoded by
+a bare loop over the backend with no scheduler (`backend_loop`), the layout's ceiling.
 
 With one stream per slot (`kv_unified = False`, Inkstand's default) `--ctx-size` is per
 sequence; with a unified buffer it is the buffer's size, shared by all sequences, and every
@@ -78,17 +79,25 @@ async def _wave(engine, requests) -> tuple[list[tuple[int, float]], float]:
 
 
 def main() -> None:
-    import uvloop
-    from engine_raw import build_request, loaded_engine  # loads llama.cpp: only in the child
-
     from inkstand.config import find_embedded_model, load_settings
 
     args = _parse_args()
     settings = replace(
         load_settings(), threads=args.threads, ctx_size=args.ctx_size, slots=args.sequences
     )
-    me, prompts, quiet = os.getpid(), Prompts(), host.Quiet(args.quiet_budget)
-    with loaded_engine(find_embedded_model(), settings, kv_unified=args.unified) as engine:
+    model, quiet = find_embedded_model(), host.Quiet(args.quiet_budget)
+    result = engine_waves(model, settings, args, quiet)
+    result["loop_tps"] = statistics.median(backend_loop(model, settings, args, quiet))
+    print(json.dumps(result))
+
+
+def engine_waves(model: str, settings, args, quiet: host.Quiet) -> dict:
+    """Inkstand's engine, as `inkstand serve` runs it, under waves of concurrent requests."""
+    import uvloop
+    from engine_raw import build_request, loaded_engine  # loads llama.cpp: only in the child
+
+    me, prompts = os.getpid(), Prompts()
+    with loaded_engine(model, settings, kv_unified=args.unified) as engine:
         idle = rss_mb(me)
         waves = []
         for _ in range(args.rounds + 1):  # the first wave warms up and is not counted
@@ -103,14 +112,67 @@ def main() -> None:
                           "foreign_cpus": meter.foreign_cpus()})  # fmt: skip
         after = rss_mb(me)
     counted = waves[1:]
-    print(json.dumps({
+    return {
         "kv_unified": args.unified, "ctx_size": args.ctx_size, "sequences": args.sequences,
         "n_ctx_seq": engine.info.n_ctx,
         "tps": statistics.median(w["tps"] for w in counted),
         "ttft_p50_s": statistics.median(t for w in counted for t in w["ttft_s"]),
         "rss_idle_mb": idle, "rss_after_mb": after, "rss_peak_mb": rss_mb(me, "VmHWM"),
         "waves": waves,
-    }))  # fmt: skip
+    }  # fmt: skip
+
+
+def backend_loop(model: str, settings, args, quiet: host.Quiet) -> list[float]:
+    """The same waves with no scheduler: the layout's own ceiling, tokens/s per wave.
+
+    Whole prompts are prefilled (as many per batch as fit), then every step decodes one
+    token of every sequence, listed in ascending sequence id, with its greedy C sampler,
+    until `max_tokens` (ignoring EOS). The order matters with one stream per sequence:
+    llama.cpp then cuts a batch into one ubatch per run of consecutive ascending ids.
+    """
+    from engine_raw import build_request
+
+    from inkstand.backends.base import BatchEntry
+    from inkstand.backends.llama_cpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(model, n_ctx=settings.ctx_size, n_threads=settings.threads,
+                              n_seq_max=settings.slots, kv_unified=args.unified)  # fmt: skip
+    prompts, rates = Prompts(start=5000), []
+    try:
+        for _ in range(args.rounds + 1):
+            batch = prompts.batch(args.sequences)
+            requests = [build_request(backend, m, args.max_tokens) for m in batch]
+            quiet.wait()
+            start = time.perf_counter()
+            token, pos = {}, {}
+            for group in _pack(list(enumerate(requests)), backend.n_batch):
+                for seq, request in group:
+                    backend.begin(seq, request.sampling, 0)
+                entries = [BatchEntry(seq, r.prompt_tokens, 0, True) for seq, r in group]
+                for (seq, request), i in zip(group, backend.decode(entries), strict=True):
+                    token[seq], pos[seq] = backend.sample(seq, i), len(request.prompt_tokens)
+            for _ in range(args.max_tokens - 1):
+                entries = [BatchEntry(seq, (token[seq],), pos[seq], True) for seq in sorted(token)]
+                for entry, i in zip(entries, backend.decode(entries), strict=True):
+                    token[entry.seq_id] = backend.sample(entry.seq_id, i)
+                    pos[entry.seq_id] += 1
+            rates.append(len(requests) * args.max_tokens / (time.perf_counter() - start))
+    finally:
+        backend.close()
+    return rates[1:]
+
+
+def _pack(items: list, budget: int) -> list[list]:
+    """Consecutive groups of (seq, request) whose prompts fit one batch of `budget` tokens."""
+    groups, size = [[]], 0
+    for item in items:
+        n = len(item[1].prompt_tokens)
+        if groups[-1] and size + n > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += n
+    return groups
 
 
 def _parse_args() -> argparse.Namespace:

@@ -6,7 +6,7 @@ import pytest
 
 from inkstand.backends.fake import FakeBackend
 from inkstand.engine import Engine, EngineConfig, Finish, GenerationRequest, TokenEvent
-from inkstand.engine.prefix import SlotCache, common_prefix
+from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
 from inkstand.errors import OverloadedError
 
 
@@ -50,15 +50,35 @@ def test_common_prefix_matches_a_plain_scan():
         assert common_prefix(a, b) == plain
 
 
-def test_slot_choice_prefers_longest_prefix_then_least_recent():
-    cache = SlotCache(3)
-    cache.use(0, 0)
-    cache.extend(0, [1, 2, 3])
-    cache.use(1, 0)
-    cache.extend(1, [1, 2])
-    cache.use(2, 0)
+def cache_holding(n_slots, contents):
+    """A SlotCache whose slots hold `contents` (slot -> tokens), used in that order."""
+    cache = SlotCache(n_slots)
+    for slot, tokens in contents.items():
+        cache.use(slot, 0)
+        cache.extend(slot, tokens)
+    return cache
+
+
+def test_slot_choice_on_an_idle_engine_prefers_longest_prefix_then_least_recent():
+    cache = cache_holding(3, {0: [1, 2, 3], 1: [1, 2], 2: []})
     assert cache.best({0, 1, 2}, (1, 2, 3, 4)) == (0, 3)
-    assert cache.best({1, 2}, [9]) == (1, 0)  # no match anywhere: the least recently used
+    assert cache.best({0, 1, 2}, [9]) == (0, 0)  # no match anywhere: the least recently used
+
+
+def test_slot_choice_keeps_running_slots_in_one_run():
+    cache = cache_holding(16, {slot: [7, slot] for slot in range(16)})
+    free = set(range(16)) - {5}
+    assert cache.best(free, [7, 9])[0] in (4, 6)  # next to the running slot
+    assert cache.best(set(range(16)) - {5, 7}, [7, 9])[0] == 6  # joins 5 and 7 into one run
+    assert cache.best(set(range(16)) - {0, 1}, [7, 99])[0] == 2  # one shared token is not enough
+
+
+def test_a_long_cached_history_outweighs_a_new_run():
+    history = list(range(RUN_COST + 10))
+    cache = cache_holding(16, {12: history, 1: [1]})
+    free = set(range(16)) - {0}
+    assert cache.best(free, history + [5]) == (12, len(history))
+    assert cache.best(free, history[:20] + [5])[0] == 1
 
 
 async def test_sixteen_requests_share_decode_steps(make_engine):
@@ -165,3 +185,12 @@ async def test_full_kv_sheds_the_newest_request_and_keeps_the_rest(make_engine):
     with pytest.raises(OverloadedError):
         await collect(engine, request("new"))
     assert finishes(await older)[0].reason == "stop"
+
+
+async def test_batches_list_sequences_in_slot_order_and_slots_stay_together(make_engine):
+    backend = FakeBackend("abcdefgh", n_seq_max=16, n_batch=256)
+    engine = make_engine(backend)
+    await asyncio.gather(*(collect(engine, request(f"p{i}")) for i in range(4)))
+    assert all([e.seq_id for e in c] == sorted(e.seq_id for e in c) for c in backend.decode_calls)
+    used = {e.seq_id for c in backend.decode_calls for e in c}
+    assert max(used) - min(used) == len(used) - 1 == 3

@@ -1,15 +1,27 @@
-"""The prefix cache: what each slot's KV holds, so a new prompt reuses the longest match.
+"""The prefix cache and slot choice: which slot a new sequence runs in, and what it reuses.
 
 Every slot keeps the KV of the last sequence that ran in it (prompt and generated tokens)
-after that request ends. A new request takes the free slot whose cached tokens share the
-longest prefix with its prompt and computes only the rest; with no match it takes the least
-recently used free slot, evicting what that slot held. With one KV stream per slot this is
-the whole lookup: at most a few dozen slots are compared token by token, in C-speed slices.
+after that request ends. A new request weighs each free slot by the tokens it would reuse
+there against what running there costs the decode steps to come:
+
+- With one KV stream per slot, llama.cpp decodes a batch as one ubatch per *run* of
+  consecutive sequence ids (`split_equal(sequential=true)`); a batch over slots {0, 1, 2, 3}
+  is one graph computation, over {0, 4, 8, 12} four, nearly four times the time
+  (`bench/batch_order.py`). So a slot next to running ones is worth more than an isolated one,
+  and a slot that bridges two runs more still.
+- A cached prefix saves its prefill once; a new run costs every step while it lasts. A run is
+  priced at `RUN_COST` prompt tokens, so only a long shared history (a conversation's earlier
+  turns) outweighs it, never the chat template's common head.
+
+Ties go to the least recently used slot, which evicts the coldest cache. At most a few dozen
+slots are compared token by token, in C-speed slices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+RUN_COST = 256  # prompt tokens a sequence must reuse to be worth one more ubatch per step
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -33,17 +45,25 @@ class SlotCache:
     def best(self, free: Iterable[int], prompt: Sequence[int]) -> tuple[int, int]:
         """The free slot to run `prompt` in, and how many of its tokens are already cached."""
         prompt = list(prompt)  # slices of a list and a tuple never compare equal
-        best_slot, best_len = -1, -1
+        free = set(free)
+        best: tuple[int, int, int] | None = None  # (value, -last used, -slot)
+        shared_at: dict[int, int] = {}
         for slot in free:
-            shared = common_prefix(self.tokens[slot], prompt)
-            if shared > best_len or (
-                shared == best_len and self._last_used[slot] < self._last_used[best_slot]
-            ):
-                best_slot, best_len = slot, shared
-        return best_slot, max(best_len, 0)
+            shared_at[slot] = common_prefix(self.tokens[slot], prompt)
+            value = shared_at[slot] - RUN_COST * self._new_runs(slot, free)
+            key = (value, -self._last_used[slot], -slot)
+            if best is None or key > best:
+                best = key
+        if best is None:
+            raise ValueError("no free slot")
+        return -best[2], shared_at[-best[2]]
 
-    def least_recent(self, free: Iterable[int]) -> int:
-        return min(free, key=self._last_used.__getitem__)
+    def _new_runs(self, slot: int, free: set[int]) -> int:
+        """How the number of runs of busy slots changes if `slot` becomes busy: -1, 0 or 1."""
+        busy_neighbours = sum(
+            1 for n in (slot - 1, slot + 1) if 0 <= n < len(self.tokens) and n not in free
+        )
+        return 1 - busy_neighbours
 
     def use(self, slot: int, keep: int) -> None:
         """`slot` starts a new sequence keeping its first `keep` cached tokens."""

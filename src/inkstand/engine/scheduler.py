@@ -174,7 +174,8 @@ class Scheduler:
         primary = self._occupy(job, 0, slot, reuse)
         self.backend.begin(slot, request.sampling, reuse)
         for index in range(1, request.n):
-            sibling = self._occupy(job, index, self.cache.least_recent(self.free), reuse)
+            slot, _ = self.cache.best(self.free, ())  # next to its siblings: one run
+            sibling = self._occupy(job, index, slot, reuse)
             sibling.fed = len(request.prompt_tokens)
             sibling.awaiting_fork = True
             primary.forks.append(sibling)
@@ -231,22 +232,25 @@ class Scheduler:
             self._take(seq, index, now)
 
     def _build_batch(self) -> tuple[list[BatchEntry], list[Sequence]]:
-        entries: list[BatchEntry] = []
-        owners: list[Sequence] = []
+        """Every generating sequence's next token, then prompt chunks up to the step budget.
+
+        The batch lists its sequences in slot order: llama.cpp groups consecutive ids of
+        one KV stream each into one ubatch only when they come in ascending order.
+        """
+        entries: list[tuple[BatchEntry, Sequence]] = []
         for seq in self.active.values():
             if seq.next_token is not None:
-                entries.append(BatchEntry(seq.slot, (seq.next_token,), seq.position, True))
-                owners.append(seq)
+                entries.append((BatchEntry(seq.slot, (seq.next_token,), seq.position, True), seq))
         room = self.backend.n_batch - len(entries)
         budget = min(room, self.config.step_tokens) if entries else room
         for seq in self.active.values():
             if seq.next_token is None and not seq.awaiting_fork and budget > 0:
                 chunk = seq.prompt[seq.fed : seq.fed + budget]
                 done = seq.fed + len(chunk) == len(seq.prompt)
-                entries.append(BatchEntry(seq.slot, chunk, seq.fed, done))
-                owners.append(seq)
+                entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
                 budget -= len(chunk)
-        return entries, owners
+        entries.sort(key=lambda pair: pair[0].seq_id)
+        return [entry for entry, _ in entries], [seq for _, seq in entries]
 
     def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
         """The batch is in the KV now: advance prompt positions and the prefix cache."""
