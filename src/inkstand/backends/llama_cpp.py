@@ -52,6 +52,7 @@ class LlamaCppBackend:
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
         self._samplers: dict[int, ctypes.c_void_p] = {}
+        self._greedy: dict[int, bool] = {}  # seq -> its chain is greedy alone (argmax will do)
         self._pieces: dict[int, bytes] = {}
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.info = self._read_info(path)
@@ -132,14 +133,17 @@ class LlamaCppBackend:
         self.end(seq_id)
         L.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
         self._samplers[seq_id] = self._sampler_chain(sampling)
+        self._greedy[seq_id] = sampling.greedy
 
     def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
         self.end(dst)
         L.llama_memory_seq_rm(self._mem, dst, -1, -1)
         L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         self._samplers[dst] = self._sampler_chain(sampling)
+        self._greedy[dst] = sampling.greedy
 
     def end(self, seq_id: int) -> None:
+        self._greedy.pop(seq_id, None)
         sampler = self._samplers.pop(seq_id, None)
         if sampler is not None:
             L.llama_sampler_free(sampler)
@@ -189,11 +193,22 @@ class LlamaCppBackend:
         return logits_at
 
     def sample(self, seq_id: int, logits_index: int) -> int:
+        """The sequence's next token from its sampler chain.
+
+        Greedy takes the argmax of the logits directly: the same token (the first of equal
+        maxima, as llama.cpp's greedy sampler picks), without building the chain's
+        candidate array over the whole vocabulary every token.
+        """
+        if self._greedy.get(seq_id):
+            return int(self._logits(logits_index).argmax())
         return int(L.llama_sampler_sample(self._samplers[seq_id], self._ctx, logits_index))
 
-    def logprob(self, logits_index: int, token: int) -> float:
+    def _logits(self, logits_index: int) -> np.ndarray:
         ptr = L.llama_get_logits_ith(self._ctx, logits_index)
-        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def logprob(self, logits_index: int, token: int) -> float:
+        logits = self._logits(logits_index).astype(np.float64)
         top = float(logits.max())
         log_z = top + math.log(float(np.exp(logits - top).sum()))
         return float(logits[token]) - log_z
