@@ -21,6 +21,8 @@ logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 import llama_cpp as L  # noqa: E402  (after quieting its logger, which it reads at load)
 
+UBATCH = 512  # tokens per graph computation: llama.cpp's default, its compute buffers' size
+
 
 class LlamaCppBackend:
     """One llama.cpp model and context holding `n_seq_max` sequence slots.
@@ -28,6 +30,10 @@ class LlamaCppBackend:
     Each slot gets its own KV stream of `n_ctx` tokens (`kv_unified = False`): a token then
     attends only over its own sequence's cells. Copying a slot's KV into another (`fork`)
     copies the stream. See docs/benchmarks.md for how this compares with a unified buffer.
+
+    A `decode` call takes up to `n_batch` tokens (2048, as llama-server): enough for the
+    prompts of a whole burst of new requests in one call, so they all start generating in
+    the same step. llama.cpp computes them `UBATCH` tokens at a time.
     """
 
     def __init__(
@@ -37,7 +43,7 @@ class LlamaCppBackend:
         n_ctx: int,
         n_threads: int,
         n_seq_max: int = 1,
-        n_batch: int = 512,
+        n_batch: int = 2048,
         kv_unified: bool = False,
     ) -> None:
         if not Path(path).is_file():
@@ -72,7 +78,7 @@ class LlamaCppBackend:
         params.n_ctx = n_ctx if kv_unified else n_ctx * n_seq_max
         params.kv_unified = kv_unified
         params.n_batch = n_batch
-        params.n_ubatch = n_batch
+        params.n_ubatch = min(n_batch, UBATCH)
         params.n_seq_max = n_seq_max
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
