@@ -14,8 +14,13 @@ from typing import Literal
 
 from inkstand.store.db import Store
 
-Grouping = Literal["day", "key", "model"]
-_GROUP_SQL = {"day": "substr(at, 1, 10)", "key": "COALESCE(key_id, '-')", "model": "model"}
+Grouping = Literal["all", "day", "key", "model"]
+_GROUP_SQL = {
+    "all": "'all'",
+    "day": "substr(at, 1, 10)",
+    "key": "COALESCE(key_id, '-')",
+    "model": "model",
+}
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,12 @@ class UsageLog:
     def summary(
         self, by: Grouping, *, key_id: str | None = None, since: str | None = None
     ) -> list[dict]:
-        """Requests and token sums per day, key or model (oldest day / largest first)."""
+        """Requests and token sums in all, per day, key or model (oldest day / largest first)."""
         where, params = _filters(key_id, since)
         group = _GROUP_SQL[by]
-        order = "1" if by == "day" else "total_tokens DESC, 1"
+        order = "total_tokens DESC, 1" if by in ("key", "model") else "1"
         cursor = self._store.conn.execute(
-            f"SELECT {group} AS {by}, COUNT(*) AS requests, "
+            f"SELECT {group} AS \"{by}\", COUNT(*) AS requests, "
             "SUM(status < 400) AS succeeded, SUM(status = 429) AS rate_limited, "
             "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
             "SUM(completion_tokens) AS completion_tokens, "

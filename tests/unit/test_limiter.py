@@ -1,0 +1,114 @@
+"""The rate limiter: exact counts over a sliding minute, honest retry-after, settling."""
+
+import threading
+
+import pytest
+
+from inkstand.errors import RateLimitError, RequestOverLimitError
+from inkstand.gateway.limiter import RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_per_minute_admits_exactly_the_limit_then_refuses_with_retry_after():
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    for _ in range(3):
+        clock.now += 10
+        limiter.admit("k", 3)
+    with pytest.raises(RateLimitError) as refused:
+        limiter.admit("k", 3)
+    # the first request (at +10) leaves the window 60 s after it was made: 40 s from now
+    assert refused.value.retry_after == 40
+    assert refused.value.status == 429
+    clock.now += 39
+    with pytest.raises(RateLimitError):
+        limiter.admit("k", 3)
+    clock.now += 1
+    limiter.admit("k", 3)
+
+
+def test_keys_are_limited_separately_and_zero_means_no_limit():
+    limiter = RateLimiter(FakeClock())
+    limiter.admit("a", 1)
+    limiter.admit("b", 1)
+    for _ in range(100):
+        assert limiter.admit("a", 0) is None
+
+
+def test_retry_after_is_between_one_and_sixty_seconds():
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    limiter.admit("k", 1)
+    for step in (0, 0.2, 59.5):
+        clock.now = 1000.0 + step
+        with pytest.raises(RateLimitError) as refused:
+            limiter.admit("k", 1)
+        assert refused.value.retry_after is not None
+        assert 1 <= refused.value.retry_after <= 60
+
+
+def test_token_reservation_is_settled_to_actual_use():
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    hold = limiter.reserve("k", 100, 80)  # prompt + max_tokens
+    with pytest.raises(RateLimitError):
+        limiter.reserve("k", 100, 30)
+    limiter.settle(hold, 50)  # the answer ended early
+    limiter.reserve("k", 100, 30)
+    with pytest.raises(RateLimitError):
+        limiter.reserve("k", 100, 30)
+
+
+def test_released_admission_does_not_count():
+    limiter = RateLimiter(FakeClock())
+    hold = limiter.admit("k", 1)
+    limiter.release(hold)
+    limiter.admit("k", 1)
+
+
+def test_a_request_larger_than_the_whole_limit_is_told_not_to_retry():
+    limiter = RateLimiter(FakeClock())
+    with pytest.raises(RequestOverLimitError) as refused:
+        limiter.reserve("k", 100, 101)
+    assert refused.value.should_retry is False
+    assert refused.value.retry_after is None
+    assert refused.value.extras == {"limit": "tpm", "value": 100, "tokens": 101}
+
+
+def test_settling_after_the_window_moved_on_changes_nothing():
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    hold = limiter.reserve("k", 100, 100)
+    clock.now += 61
+    limiter.reserve("k", 100, 100)  # the old reservation left the window
+    limiter.settle(hold, 5)
+    with pytest.raises(RateLimitError):
+        limiter.reserve("k", 100, 1)
+
+
+def test_exact_under_concurrency():
+    limiter = RateLimiter()
+    passed, refused = [], []
+    barrier = threading.Barrier(50)
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            limiter.admit("k", 10)
+            passed.append(1)
+        except RateLimitError:
+            refused.append(1)
+
+    threads = [threading.Thread(target=attempt) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(passed), len(refused)) == (10, 40)
