@@ -64,7 +64,7 @@ class UsageLog:
         group = _GROUP_SQL[by]
         order = "total_tokens DESC, 1" if by in ("key", "model") else "1"
         cursor = self._store.conn.execute(
-            f"SELECT {group} AS \"{by}\", COUNT(*) AS requests, "
+            f'SELECT {group} AS "{by}", COUNT(*) AS requests, '
             "SUM(status < 400) AS succeeded, SUM(status = 429) AS rate_limited, "
             "SUM(prompt_tokens) AS prompt_tokens, SUM(cached_tokens) AS cached_tokens, "
             "SUM(completion_tokens) AS completion_tokens, "

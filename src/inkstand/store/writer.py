@@ -8,21 +8,19 @@ SQLite's lock. The thread takes whatever has queued up since its last commit, ru
 one transaction and commits once, then resolves every waiter: under load many requests share
 one commit, and a waiter is resolved only after its write is durable against a process crash
 (WAL with `synchronous=NORMAL`: a committed transaction survives kill -9; a power cut may lose
-the last ones). A write that fails rolls back alone and raises in its waiter.
+the last ones). If a write fails, the batch is rolled back and its writes are run again one
+transaction each, so only the failing write raises (in its waiter).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
-
-log = logging.getLogger("inkstand.store")
 
 Write = Callable[[sqlite3.Connection], Any]
 _STOP = object()
@@ -70,31 +68,29 @@ class StoreWriter:
     def _commit(self, batch: list[tuple[Write, Future]]) -> None:
         if not batch:
             return
-        results: list[tuple[Future, bool, Any]] = []
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            values = self._transaction([fn for fn, _ in batch])
+        except Exception:
+            # One write failed (or the commit did): run each alone, so only the bad one fails.
             for fn, future in batch:
-                results.append((future, *self._apply(fn)))
+                try:
+                    (value,) = self._transaction([fn])
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(value)
+            return
+        for (_, future), value in zip(batch, values, strict=True):
+            future.set_result(value)
+
+    def _transaction(self, writes: list[Write]) -> list[Any]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            values = [fn(self._conn) for fn in writes]
             self._conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:  # the commit itself failed: every write in it failed
-            log.error("store commit failed: %s", exc)
+        except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            results = [(future, False, exc) for _, future in batch]
-        for future, ok, value in results:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-    def _apply(self, fn: Write) -> tuple[bool, Any]:
-        self._conn.execute("SAVEPOINT one")
-        try:
-            value = fn(self._conn)
-        except Exception as exc:
-            self._conn.execute("ROLLBACK TO one")
-            self._conn.execute("RELEASE one")
-            return False, exc
-        self._conn.execute("RELEASE one")
-        return True, value
+            raise
+        self.commits += 1
+        return values
