@@ -66,6 +66,14 @@ async def test_a_model_outside_the_keys_scope_gets_403(app, client):
         assert error["extras"] == {"model": "palmyra-x5"}
 
 
+async def test_a_scoped_key_lists_only_its_models(app, client):
+    key = app.state.keys.create("x4 only", models=("palmyra-x4", "not-served"))
+    listed = (await client.get("/v1/models", **with_key(client, key.secret))).json()
+    assert [m["id"] for m in listed["models"]] == ["palmyra-x4"]
+    everything = (await client.get("/v1/models")).json()
+    assert [m["id"] for m in everything["models"]] == ["palmyra-x5", "palmyra-x4"]
+
+
 async def test_requests_per_minute_refuse_with_429_and_retry_after(app, client):
     key = app.state.keys.create("slow", rpm=3)
     auth = with_key(client, key.secret)
