@@ -27,6 +27,7 @@ def error_of(response: httpx.Response) -> dict:
 
 
 def usage_rows(app) -> list[dict]:
+    app.state.store.writer.submit(lambda conn: None).result()  # after every queued write
     return UsageLog(app.state.store).rows()
 
 
@@ -278,3 +279,14 @@ async def test_server_defaults_apply_to_keys_without_their_own_limits(backend):
                 auth = {"Authorization": f"Bearer {secret}"}
                 got = [(await client.get("/v1/models", headers=auth)).status_code for _ in range(3)]
                 assert got == expected
+
+
+async def test_an_unexpected_failure_is_recorded_as_500(app, client, backend):
+    def broken(text, *, add_special=True):
+        raise RuntimeError("tokenizer crashed")
+
+    backend.tokenize = broken
+    response = await client.post("/v1/chat", json=chat_body())
+    assert response.status_code == 500
+    (row,) = [r for r in usage_rows(app) if r["endpoint"] == "/v1/chat"]
+    assert (row["status"], row["model"], row["key_id"]) == (500, "palmyra-x5", "configured")

@@ -54,6 +54,9 @@ class GatewayMiddleware:
                 await error_response(exc)(scope, receive, exchange.send)
                 return
             await self.app(scope, receive, exchange.send)
+        except Exception:
+            exchange.status = exchange.status or 500  # answered by the outermost handler
+            raise
         finally:
             exchange.close()
 
