@@ -87,6 +87,8 @@ def report_usage(store: Store, args) -> int:
     since = parse_when(args.since) if args.since else None
     log = UsageLog(store)
     rows = log.summary(args.by or "all", key_id=args.key, since=since)
+    if not args.by:
+        rows = [{k: v for k, v in row.items() if k != "all"} for row in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
