@@ -2,15 +2,18 @@
 
 Clients keep a server busy with whole and streamed generations, and others with a stream of
 requests refused by a rate limit (fast answers, so records are written hundreds of times a
-second); the server is killed with SIGKILL in the middle. `inkstand usage` on its data dir
-must then count at least every response a client received completely (and at most one more
-per client: a request whose record was committed just before the kill, but whose last bytes
-never left).
+second). Once the load runs, a raw-socket client sends SIGKILL the instant it has read one
+more response in full — the moment a record written after the response would most likely
+still be in flight. `inkstand usage` on the data dir must then count at least every response
+a client received completely (and at most one more per client: a request whose record was
+committed just before the kill, but whose last bytes never left).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +56,27 @@ def refused(client: writerai.Writer, turn: int) -> None:
     client.models.list()
 
 
+def kill_after_next_response(server, secret: str) -> None:
+    """Read one complete response on a raw keep-alive socket, then SIGKILL the server."""
+    request = (
+        f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += conn.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(next(
+            line.split(b":")[1] for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ))  # fmt: skip
+        while len(body) < length:
+            body += conn.recv(65536)
+        os.kill(server.process.pid, signal.SIGKILL)
+    assert head.startswith(b"HTTP/1.1 429")
+
+
 def test_completed_responses_survive_kill_9(tmp_path):
     with running_server(tmp_path, "--ctx-size", "512", "--threads", "1", key="unused") as server:
         busy, limited = create_key(server, "load"), create_key(server, "limited", "--rpm", "1")
@@ -68,7 +92,8 @@ def test_completed_responses_survive_kill_9(tmp_path):
         deadline = time.monotonic() + 20
         while (len(generated) < 30 or len(rejected) < 300) and time.monotonic() < deadline:
             time.sleep(0.02)
-        server.process.send_signal(signal.SIGKILL)
+        kill_after_next_response(server, limited["secret"])
+        rejected.append(1)  # that response was complete too
         server.process.wait()
         for thread in clients:
             thread.join(timeout=30)
