@@ -4,10 +4,13 @@ the official SDK. Keys are made per test, so their limits and usage are the test
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import writerai
+
+from inkstand.store.db import DB_NAME, connect, migrate
 
 from .support import (
     MODEL,
@@ -15,6 +18,7 @@ from .support import (
     Server,
     admin,
     create_key,
+    running_server,
     stop_inside,
     usage_report,
 )
@@ -140,3 +144,24 @@ def test_request_limits_are_400s_that_name_the_limit(client, fields, limit):
     error = refused.value.body["errors"][0]
     assert error["extras"]["limit"] == limit
     assert str(error["extras"]["value"]) in error["description"]
+
+
+def test_a_data_dir_of_the_first_release_is_upgraded_and_its_key_still_works(tmp_path):
+    """Schema 1 written as the first release wrote it; the server migrates it on start."""
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = connect(str(data / DB_NAME))
+    migrate(conn, upto=1)
+    salt, secret = b"first-release-16", "ink_first-release-key-000000000000"
+    conn.execute(
+        "INSERT INTO api_keys (id, name, prefix, salt, hash, created_at) "
+        "VALUES ('key_first', 'default', ?, ?, ?, '2026-06-01T00:00:00+00:00')",
+        (secret[:12], salt, hashlib.sha256(salt + secret.encode()).digest()),
+    )
+    conn.close()
+    with running_server(tmp_path, "--ctx-size", "512", "--threads", "1", data_dir=data) as server:
+        assert "WRITER_API_KEY" not in server.log()  # the old key counts: no new one made
+        with sdk(server, secret) as client:
+            assert one_token(client).choices[0].finish_reason == "length"
+        (total,) = usage_report(data, "--key", "key_first")
+        assert total["succeeded"] == 1
