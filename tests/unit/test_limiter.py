@@ -4,8 +4,11 @@ import threading
 
 import pytest
 
+from inkstand.config import Settings
 from inkstand.errors import RateLimitError, RequestOverLimitError
+from inkstand.gateway import Gateway
 from inkstand.gateway.limiter import RateLimiter
+from inkstand.store import KeyRecord, UsageRecord
 
 
 class FakeClock:
@@ -112,3 +115,23 @@ def test_exact_under_concurrency():
     for thread in threads:
         thread.join()
     assert (len(passed), len(refused)) == (10, 40)
+
+
+class NoUsageLog:
+    def record(self, record):
+        return None
+
+
+@pytest.mark.parametrize(
+    ("status", "finish", "charged"),
+    [(499, None, 100), (200, None, 100), (200, "stop", 10), (503, None, 10), (400, None, 10)],
+    ids=["client-left", "stream-cut", "finished", "refused", "bad-request"],
+)
+def test_settling_charges_what_was_used_unless_the_answer_was_cut_short(status, finish, charged):
+    # a request that reserved 100 tokens and whose record says 10 prompt, 0 completion
+    gateway = Gateway(Settings(data_dir="unused", models=()), None, NoUsageLog())  # type: ignore[arg-type]
+    admission = gateway.admit(KeyRecord("k", "k", tpm=100))
+    admission.reserve(100)
+    gateway.finish(admission, UsageRecord("t", "k", "m", "/v1/chat", 10, 0, 0, 1.0, status, finish))
+    assert admission.token_hold is not None
+    assert admission.token_hold.window.total == charged

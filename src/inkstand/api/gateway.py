@@ -86,8 +86,8 @@ class _Exchange:
         await self._send(message)
 
     def close(self) -> None:
-        if not self.recorded:
-            self._record(self.status or 499)
+        if not self.recorded:  # the response never ended: the client left, or we failed
+            self._record(self.status if self.status >= 500 else 499)
 
     def _record(self, status: int) -> Future | None:
         if self.recorded:

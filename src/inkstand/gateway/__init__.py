@@ -91,9 +91,18 @@ class Gateway:
 
     def finish(self, admission: Admission | None, record: UsageRecord) -> Future | None:
         """Settle the token reservation; record the request (None when recording is off)."""
-        if admission is not None:
+        if admission is not None and not _cut_short(record):
             used = record.prompt_tokens + record.completion_tokens
             self.limiter.settle(admission.token_hold, used)
         if not self.enabled:
             return None
         return self.usage.record(record)
+
+
+def _cut_short(record: UsageRecord) -> bool:
+    """Generation ran but never finished (the client left, or the stream failed midway).
+
+    The engine reports token counts only when a choice finishes, so such a request keeps its
+    whole reservation: leaving just before the end must not make an answer free.
+    """
+    return record.finish_reason is None and record.status in (200, 499)
