@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
 import statistics
@@ -40,7 +41,7 @@ import host
 import httpx
 from clients import stream_writer
 from servers import HOST, Server, free_port, serving
-from stats import Sample, Summary
+from stats import Sample, Summary, TooSlowError
 
 from inkstand.config import load_settings
 
@@ -49,6 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Write a long essay about the history of printing."}]
 STREAM_FLOOR = 0.97
 BURST_FLOOR = 1000.0
+FOREIGN_LIMIT = 0.05  # CPUs of other processes' work above which a sample is redone
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,13 +93,28 @@ def streaming(args, servers: dict[str, tuple[Server, str]]) -> dict[str, list[Sa
         for i in range(args.repeats):
             for name in names[i % 2 :] + names[: i % 2]:
                 server, key = servers[name]
-                quiet.wait()
-                meter = host.CpuMeter([server.pid])
-                sample = stream_writer(client, server.base_url, key, body)
-                sample.foreign_cpus = meter.foreign_cpus()
-                samples[name].append(sample)
+                samples[name].append(_take(quiet, client, server, key, body))
             print(f"round {i + 1} of {args.repeats}", file=sys.stderr)
     return samples
+
+
+def _take(quiet: host.Quiet, client: httpx.Client, server: Server, key: str, body: dict):
+    """One timed stream; redone (up to 3 times) if other processes used the CPUs meanwhile."""
+    for attempt in range(4):
+        quiet.wait()
+        meter = host.CpuMeter([server.pid, os.getpid()])
+        try:
+            sample = stream_writer(client, server.base_url, key, body)
+        except TooSlowError:
+            if attempt == 3:
+                raise
+            print("  redo: too slow (the machine is busy)", file=sys.stderr)
+            continue
+        sample.foreign_cpus = meter.foreign_cpus()
+        if sample.foreign_cpus <= FOREIGN_LIMIT or attempt == 3:
+            return sample
+        print(f"  redo: other processes used {sample.foreign_cpus:.2f} CPUs", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 async def burst(port: int, key: str, total: int, connections: int) -> dict:
