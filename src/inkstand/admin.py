@@ -29,7 +29,7 @@ def parse_when(text: str) -> str:
 
 @contextmanager
 def opened(data_dir: str | None, config: str | None) -> Iterator[Store]:
-    settings = load_settings({"data_dir": data_dir, "config": config})
+    settings = load_settings({"data_dir": data_dir, "config": config}, models=False)
     store = open_store(settings.data_dir)
     try:
         yield store

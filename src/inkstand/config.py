@@ -117,16 +117,23 @@ def default_models(ctx_size: int) -> tuple[ModelSpec, ...]:
     )
 
 
-def load_settings(cli: dict | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order."""
+def load_settings(
+    cli: dict | None = None, environ: Mapping[str, str] | None = None, *, models: bool = True
+) -> Settings:
+    """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order.
+
+    `models=False` skips finding the GGUF files (for commands that only need the data dir).
+    """
     env_source: Mapping[str, str] = os.environ if environ is None else environ
     flags = {k: v for k, v in (cli or {}).items() if v is not None and v != ()}
     env = _from_env(env_source)
     config_path = flags.get("config") or env.get("config")
-    file_values, models, aliases = _from_file(config_path) if config_path else ({}, {}, {})
+    file_values, entries, aliases = _from_file(config_path) if config_path else ({}, {}, {})
     merged = {**file_values, **env, **flags}
     settings = replace(Settings(), **merged)
-    model_specs = _model_specs(models, settings.ctx_size)
+    if not models:
+        return settings
+    model_specs = _model_specs(entries, settings.ctx_size)
     return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
 
 

@@ -56,3 +56,12 @@ def test_parse_when_reads_dates_and_times_as_utc():
     assert parse_when("2027-01-01T12:00:00Z") == "2027-01-01T12:00:00.000+00:00"
     with pytest.raises(ConfigError):
         parse_when("soon")
+
+
+def test_the_commands_need_no_model_file(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    data = tmp_path / "from-config"
+    config.write_text(f'data_dir = "{data}"\n[models.palmyra-x5]\npath = "/nowhere/x.gguf"\n')
+    status, out, _ = run(capsys, "keys", "create", "--name", "a", "--json", "--config", str(config))
+    assert status == 0 and json.loads(out)["id"]
+    assert (data / "inkstand.sqlite3").is_file()
