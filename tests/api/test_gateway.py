@@ -290,3 +290,12 @@ async def test_an_unexpected_failure_is_recorded_as_500(app, client, backend):
     assert response.status_code == 500
     (row,) = [r for r in usage_rows(app) if r["endpoint"] == "/v1/chat"]
     assert (row["status"], row["model"], row["key_id"]) == (500, "palmyra-x5", "configured")
+
+
+async def test_the_access_log_names_the_key_by_id_never_by_secret(app, client, caplog):
+    key = app.state.keys.create("logged")
+    with caplog.at_level("INFO", logger="inkstand.access"):
+        await client.get("/v1/models", **with_key(client, key.secret))
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "inkstand.access"]
+    assert line.split()[-1] == f"key={key.id}"
+    assert key.secret not in caplog.text

@@ -11,7 +11,8 @@ access_log = logging.getLogger("inkstand.access")
 
 
 class AccessLogMiddleware:
-    """Logs method, path, status, latency and token counts; never headers or bodies."""
+    """Logs method, path, status, latency, token counts and the key's id; never headers or
+    bodies."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,8 +36,16 @@ class AccessLogMiddleware:
             self._log(scope, status or 499, time.perf_counter() - start)
 
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
-        usage = scope.get("state", {}).get("usage")
+        state = scope.get("state", {})
+        usage = state.get("usage")
         tokens = f" prompt={usage.prompt} completion={usage.completion}" if usage else ""
+        key = f" key={state['key_id']}" if state.get("key_id") else ""  # the id, never a secret
         access_log.info(
-            "%s %s %d %.1fms%s", scope["method"], scope["path"], status, seconds * 1000, tokens
+            "%s %s %d %.1fms%s%s",
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            tokens,
+            key,
         )
