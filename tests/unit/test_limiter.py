@@ -3,6 +3,8 @@
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inkstand.config import Settings
 from inkstand.errors import RateLimitError, RequestOverLimitError
@@ -135,3 +137,43 @@ def test_settling_charges_what_was_used_unless_the_answer_was_cut_short(status, 
     gateway.finish(admission, UsageRecord("t", "k", "m", "/v1/chat", 10, 0, 0, 1.0, status, finish))
     assert admission.token_hold is not None
     assert admission.token_hold.window.total == charged
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 50),
+    events=st.lists(
+        st.tuples(st.floats(0, 30, allow_nan=False), st.integers(1, 20), st.integers(0, 25)),
+        max_size=60,
+    ),
+)
+def test_decisions_match_a_plain_sliding_window(limit, events):
+    """Each decision equals a brute-force recount of the last 60 s, settling included."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    spent: list[list[float]] = []  # [time, amount] of every admitted reservation
+    for gap, amount, used in events:
+        clock.now += gap
+        live = [entry for entry in spent if entry[0] > clock.now - 60]
+        fits = sum(entry[1] for entry in live) + amount <= limit
+        if amount > limit:
+            with pytest.raises(RequestOverLimitError):
+                limiter.reserve("k", limit, amount)
+            continue
+        try:
+            hold = limiter.reserve("k", limit, amount)
+        except RateLimitError as refused:
+            assert not fits
+            # waiting `retry_after` seconds is enough for this amount to fit
+            later = clock.now + refused.retry_after + 1e-6  # (float noise at the boundary)
+            assert sum(e[1] for e in spent if e[0] > later - 60) + amount <= limit
+            # and not a whole second more than needed (Retry-After is whole seconds, >= 1)
+            sooner = later - 1 - 2e-6
+            if refused.retry_after > 1:
+                assert sum(e[1] for e in spent if e[0] > sooner - 60) + amount > limit
+            assert 1 <= refused.retry_after <= 60
+            continue
+        assert fits
+        entry = [clock.now, min(used, amount)]
+        spent.append(entry)
+        limiter.settle(hold, entry[1])
