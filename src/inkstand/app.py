@@ -15,16 +15,19 @@ from starlette.routing import Route
 
 from inkstand.api import errors
 from inkstand.api.chat import chat
+from inkstand.api.completions import completions
+from inkstand.api.gateway import GatewayMiddleware
 from inkstand.api.health import health
 from inkstand.api.metrics import prometheus_metrics
-from inkstand.api.middleware import AccessLogMiddleware, AuthMiddleware
+from inkstand.api.middleware import AccessLogMiddleware
 from inkstand.api.models import list_models
 from inkstand.config import Settings
 from inkstand.engine import Engine
 from inkstand.errors import InkstandError
+from inkstand.gateway import Gateway
 from inkstand.metrics import Metrics
 from inkstand.runtime import Runtime
-from inkstand.store import KeyStore, Store, open_store
+from inkstand.store import KeyStore, Store, UsageLog, open_store
 
 
 def create_app(
@@ -36,6 +39,7 @@ def create_app(
 ) -> Starlette:
     store = store if store is not None else open_store(settings.data_dir)
     keys = KeyStore(store, settings.api_key)
+    gateway = Gateway(settings, keys, UsageLog(store))
     telemetry = metrics if metrics is not None else Metrics()
     runtime = Runtime(settings, observer=telemetry)
     telemetry.watch(lambda: runtime.engines.values())
@@ -50,6 +54,7 @@ def create_app(
             yield
         finally:
             runtime.close()
+            store.close()  # the writer commits what is queued first
 
     app = Starlette(
         routes=[
@@ -57,10 +62,11 @@ def create_app(
             Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
         ],
         middleware=[
             Middleware(AccessLogMiddleware),
-            Middleware(AuthMiddleware, keys=keys),
+            Middleware(GatewayMiddleware, gateway=gateway),
         ],
         exception_handlers={
             InkstandError: errors.on_inkstand_error,
@@ -73,5 +79,6 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = telemetry
     app.state.keys = keys
+    app.state.gateway = gateway
     app.state.store = store
     return app

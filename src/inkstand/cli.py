@@ -1,4 +1,4 @@
-"""`inkstand serve | chat`: a thin command line over the Python API."""
+"""`inkstand serve | chat | keys | usage`: a thin command line over the Python API."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
         "--step-tokens", type=int, help="prompt tokens per step while others generate (default 128)"
     )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
+    serve.add_argument(
+        "--max-messages", type=int, help="messages in one chat request (default 1000)"
+    )
+    serve.add_argument("--max-n", type=int, help="largest `n` / `best_of` (default 16)")
+    serve.add_argument("--rpm", type=int, help="default requests per minute per key (0: none)")
+    serve.add_argument("--tpm", type=int, help="default tokens per minute per key (0: none)")
+    serve.add_argument(
+        "--gateway",
+        choices=("on", "off"),
+        help="off: no rate limits and no usage records (keys are still checked)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning or error")
     serve.set_defaults(run=_serve)
 
@@ -59,7 +70,59 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", help="server base URL (default $WRITER_BASE_URL or local)")
     chat.add_argument("--api-key", help="API key (default $WRITER_API_KEY)")
     chat.set_defaults(run=_chat)
+    _admin_parsers(commands)
     return parser
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="the server's data dir (default as `serve`)")
+    parser.add_argument("--config", help="TOML config file (for its `data_dir`)")
+
+
+def _admin_parsers(commands) -> None:
+    from inkstand import admin
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--models", help="comma-separated model ids it may use (default: all)")
+    create.add_argument("--rpm", type=int, help="requests per minute (0: no limit)")
+    create.add_argument("--tpm", type=int, help="tokens per minute (0: no limit)")
+    create.add_argument("--expires", help="YYYY-MM-DD (midnight UTC) or an ISO 8601 time")
+    create.add_argument("--json", action="store_true", help="print id and secret as JSON")
+    create.set_defaults(run=_admin(admin.create_key))
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_admin(admin.list_keys))
+    revoke = actions.add_parser("revoke", help="revoke a key; a running server refuses it at once")
+    revoke.add_argument("id")
+    revoke.set_defaults(run=_admin(admin.revoke_key))
+    for sub in (create, listing, revoke):
+        _store_flags(sub)
+
+    usage = commands.add_parser("usage", help="report recorded usage")
+    usage.add_argument("--key", help="only this key id")
+    usage.add_argument("--since", help="YYYY-MM-DD or an ISO 8601 time (UTC)")
+    usage.add_argument("--by", choices=("day", "key", "model"), help="group (default: total)")
+    usage.add_argument("--json", action="store_true")
+    _store_flags(usage)
+    usage.set_defaults(run=_admin(admin.report_usage))
+
+
+def _admin(command):
+    def run(args: argparse.Namespace) -> int:
+        from inkstand.admin import opened
+        from inkstand.errors import InkstandError
+
+        try:
+            with opened(args.data_dir, args.config) as store:
+                return command(store, args)
+        except InkstandError as exc:
+            print(f"inkstand: {exc.description}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -69,6 +132,8 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in {"command", "run"}}
     if flags.get("api_key"):
         flags["api_key"] = tuple(flags["api_key"])
+    if flags.get("gateway") is not None:
+        flags["gateway"] = flags["gateway"] == "on"
     try:
         return serve(flags)
     except InkstandError as exc:

@@ -66,6 +66,11 @@ class Settings:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
     step_tokens: int = 128  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
+    max_messages: int = 1000  # messages in one chat request
+    max_n: int = 16  # `n` (chat) and `best_of` (completions); never more than `slots`
+    rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
+    tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
+    gateway: bool = True  # false: no rate limits and no usage records (keys still checked)
     log_level: str = "info"
     models: tuple[ModelSpec, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
@@ -112,16 +117,23 @@ def default_models(ctx_size: int) -> tuple[ModelSpec, ...]:
     )
 
 
-def load_settings(cli: dict | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order."""
+def load_settings(
+    cli: dict | None = None, environ: Mapping[str, str] | None = None, *, models: bool = True
+) -> Settings:
+    """Merge defaults, the config file, `INKSTAND_*` variables and CLI flags, in that order.
+
+    `models=False` skips finding the GGUF files (for commands that only need the data dir).
+    """
     env_source: Mapping[str, str] = os.environ if environ is None else environ
     flags = {k: v for k, v in (cli or {}).items() if v is not None and v != ()}
     env = _from_env(env_source)
     config_path = flags.get("config") or env.get("config")
-    file_values, models, aliases = _from_file(config_path) if config_path else ({}, {}, {})
+    file_values, entries, aliases = _from_file(config_path) if config_path else ({}, {}, {})
     merged = {**file_values, **env, **flags}
     settings = replace(Settings(), **merged)
-    model_specs = _model_specs(models, settings.ctx_size)
+    if not models:
+        return settings
+    model_specs = _model_specs(entries, settings.ctx_size)
     return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
 
 
@@ -130,6 +142,8 @@ def _coerce(name: str, raw: object) -> object:
     try:
         if kind == "int":
             return int(raw)  # type: ignore[call-overload]
+        if kind == "bool":
+            return _boolean(raw)
         if kind == "float":
             return float(raw)  # type: ignore[arg-type]
         if kind == "tuple[str, ...]":
@@ -139,6 +153,17 @@ def _coerce(name: str, raw: object) -> object:
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting `{name}` must be a {kind}, got {raw!r}") from exc
+
+
+def _boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
 
 
 _SIMPLE = {f.name for f in fields(Settings)} - {"models", "aliases"}

@@ -11,6 +11,7 @@
     ├── MethodNotAllowedError      405
     ├── PayloadTooLargeError       413
     ├── RateLimitError             429 carries retry_after
+    │   └── RequestOverLimitError  429 one request larger than the whole limit: never retry
     ├── EngineError                500 the engine failed a request
     └── OverloadedError            503 carries retry_after
 
@@ -97,6 +98,16 @@ class RateLimitError(InkstandError):
     def __init__(self, description: str, *, retry_after: float, extras: dict | None = None):
         super().__init__(description, extras=extras)
         self.retry_after = retry_after
+
+
+class RequestOverLimitError(RateLimitError):
+    """A request that could never pass its key's limit, however long the client waits."""
+
+    should_retry = False
+
+    def __init__(self, description: str, *, extras: dict | None = None):
+        super().__init__(description, retry_after=0, extras=extras)
+        self.retry_after = None
 
 
 class EngineError(InkstandError):

@@ -10,7 +10,8 @@ import logging
 import threading
 
 from inkstand.chat.catalog import Catalog, ServedModel
-from inkstand.chat.service import ChatService
+from inkstand.chat.completions import CompletionService
+from inkstand.chat.service import ChatService, RequestLimits
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
@@ -28,6 +29,7 @@ class Runtime:
         self.failure: str | None = None
         self._catalog: Catalog | None = None
         self._service: ChatService | None = None
+        self._completions: CompletionService | None = None
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
@@ -38,6 +40,11 @@ class Runtime:
         if self._service is None:
             raise self._not_ready()
         return self._service
+
+    def completion_service(self) -> CompletionService:
+        if self._completions is None:
+            raise self._not_ready()
+        return self._completions
 
     def _not_ready(self) -> OverloadedError:
         if self.failure:
@@ -52,7 +59,9 @@ class Runtime:
             for spec in self.settings.models
         }
         self._catalog = Catalog(served, dict(self.settings.aliases))
-        self._service = ChatService(self._catalog)
+        limits = RequestLimits(self.settings.max_messages, self.settings.max_n)
+        self._service = ChatService(self._catalog, limits)
+        self._completions = CompletionService(self._catalog, limits)
         self.ready = True
 
     def load_in_background(self) -> threading.Thread:

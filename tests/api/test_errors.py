@@ -99,6 +99,8 @@ CASES = {
     "unknown model": ("POST", "/v1/chat", {"json": chat_body(model="gpt-4")}, 400),
     "removed model": ("POST", "/v1/chat", {"json": chat_body(model="palmyra-med")}, 400),
     "max_tokens over model cap": ("POST", "/v1/chat", {"json": chat_body(max_tokens=300)}, 400),
+    "n over max_n": ("POST", "/v1/chat", {"json": chat_body(n=17)}, 400),
+    "completions validation": ("POST", "/v1/completions", {"json": {"model": "palmyra-x5"}}, 400),
     "context overflow": (
         "POST",
         "/v1/chat",
@@ -123,6 +125,32 @@ async def test_every_error_source_renders_writers_envelope(client, name):
     assert envelope_ok(response.json()), response.json()
     if 400 <= status < 500:
         assert response.headers.get("x-should-retry") == "false"
+
+
+GATEWAY_KEYS = {
+    "revoked key": ({}, "revoke", 401, "false"),
+    "expired key": ({"expires_at": "2001-01-01T00:00:00.000+00:00"}, None, 401, "false"),
+    "model out of scope": ({"models": ("palmyra-x4",)}, None, 403, "false"),
+    "requests per minute": ({"rpm": 1}, "use", 429, None),
+    "larger than tokens per minute": ({"tpm": 5}, None, 429, "false"),
+}
+
+
+@pytest.mark.parametrize("name", list(GATEWAY_KEYS))
+async def test_every_gateway_refusal_renders_writers_envelope(app, client, name):
+    fields, before, status, should_retry = GATEWAY_KEYS[name]
+    key = app.state.keys.create(name, **fields)
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    if before == "revoke":
+        app.state.keys.revoke(key.id)
+    elif before == "use":
+        await client.post("/v1/chat", json=chat_body(), headers=headers)
+    response = await client.post("/v1/chat", json=chat_body(), headers=headers)
+    assert response.status_code == status, response.text
+    assert envelope_ok(response.json()), response.json()
+    assert response.headers.get("x-should-retry") == should_retry
+    if should_retry is None:
+        assert 1 <= int(response.headers["retry-after"]) <= 60
 
 
 async def test_engine_failure_before_the_stream_is_a_500_envelope(client, backend):

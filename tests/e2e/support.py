@@ -369,3 +369,28 @@ def run_program(
         if not any(marker in done.stderr for marker in RAMBLED):
             break
     return done
+
+
+# -- the admin commands ---------------------------------------------------------------------
+
+
+def admin(*argv: str) -> subprocess.CompletedProcess:
+    """Run `inkstand <argv>` (keys, usage) to completion; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [str(INKSTAND), *argv], env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"inkstand {' '.join(argv)}:\n{done.stderr}"
+    return done
+
+
+def create_key(server: Server, name: str, *flags: str) -> dict:
+    """A new key in `server`'s data dir, made by `inkstand keys create --json`: id, secret."""
+    done = admin(
+        "keys", "create", "--data-dir", str(server.data_dir), "--name", name, "--json", *flags
+    )
+    return json.loads(done.stdout)
+
+
+def usage_report(data_dir: Path, *flags: str) -> list[dict]:
+    done = admin("usage", "--data-dir", str(data_dir), "--json", *flags)
+    return json.loads(done.stdout)

@@ -59,3 +59,14 @@ def test_bad_config_is_refused_with_a_reason(tmp_path, text):
 def test_missing_config_file_is_refused():
     with pytest.raises(ConfigError):
         load_settings({"config": "/no/such/file.toml"}, environ={})
+
+
+def test_gateway_settings_from_env_and_flags():
+    env = {"INKSTAND_GATEWAY": "off", "INKSTAND_RPM": "400", "INKSTAND_TPM": "25000"}
+    settings = load_settings({}, environ=env)
+    assert (settings.gateway, settings.rpm, settings.tpm) == (False, 400, 25000)
+    assert load_settings({"gateway": True}, environ=env).gateway is True
+    defaults = load_settings({}, environ={})
+    assert (defaults.gateway, defaults.rpm, defaults.tpm) == (True, 0, 0)
+    with pytest.raises(ConfigError):
+        load_settings({}, environ={"INKSTAND_GATEWAY": "maybe"})

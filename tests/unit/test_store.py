@@ -1,12 +1,14 @@
 """The SQLite store: migrations upgrade in place; keys are verified, never stored."""
 
+import hashlib
 import sqlite3
 
 import pytest
 
 from inkstand.config import ConfigError
-from inkstand.store import KeyStore, open_store
-from inkstand.store.db import migrate, migrations
+from inkstand.store import KeyStore, UsageLog, UsageRecord, open_store
+from inkstand.store.db import DB_NAME, connect, migrate, migrations
+from inkstand.store.keys import PREFIX_LEN
 
 
 def test_migrations_are_numbered_and_applied_once():
@@ -15,6 +17,7 @@ def test_migrations_are_numbered_and_applied_once():
     store = open_store(None)
     assert store.version == numbers[-1]
     assert migrate(store.conn) == numbers[-1]  # a second run changes nothing
+    store.close()
 
 
 def test_a_newer_database_is_refused():
@@ -38,7 +41,105 @@ def test_created_key_verifies_and_its_secret_is_not_stored(tmp_path):
 
 
 def test_configured_keys_verify_without_the_store():
-    keys = KeyStore(open_store(None), ("script-key",))
+    store = open_store(None)
+    keys = KeyStore(store, ("script-key",))
     assert keys.has_any()
     assert keys.verify("script-key") == "configured"
     assert keys.verify("other") is None
+    store.close()
+
+
+def test_a_data_dir_from_schema_1_is_upgraded_in_place_and_its_keys_still_work(tmp_path):
+    # Build the database exactly as the first release did: schema 1, a key inserted by its SQL.
+    conn = connect(str(tmp_path / DB_NAME))
+    assert migrate(conn, upto=1) == 1
+    salt = b"0123456789abcdef"
+    secret = "ink_old-release-secret-0000000000"
+    conn.execute(
+        "INSERT INTO api_keys (id, name, prefix, salt, hash, created_at) "
+        "VALUES ('key_old', 'old', ?, ?, ?, '2026-01-01T00:00:00+00:00')",
+        (secret[:PREFIX_LEN], salt, hashlib.sha256(salt + secret.encode()).digest()),
+    )
+    conn.close()
+
+    store = open_store(str(tmp_path))
+    try:
+        assert store.version == migrations()[-1][0] > 1
+        keys = KeyStore(store)
+        record = keys.lookup(secret)
+        assert record is not None and record.id == "key_old"
+        assert (record.models, record.rpm, record.tpm, record.expires_at) == (None,) * 4
+        assert keys.verify(secret) == "key_old"
+        assert [k.id for k in keys.list()] == ["key_old"]
+    finally:
+        store.close()
+
+
+def test_keys_carry_scope_limits_and_expiry_and_revoke(tmp_path):
+    store = open_store(str(tmp_path))
+    keys = KeyStore(store)
+    scoped = keys.create("s", models=("palmyra-x4",), rpm=5, tpm=0, expires_at="2999-01-01")
+    old = keys.create("e", expires_at="2000-01-01T00:00:00.000+00:00")
+    record = keys.lookup(scoped.secret)
+    assert record is not None
+    assert record.allows("palmyra-x4") and not record.allows("palmyra-x5")
+    assert (record.rpm, record.tpm) == (5, 0)
+    expired = keys.lookup(old.secret)
+    assert expired is not None and expired.expired()
+    assert keys.verify(old.secret) is None
+    assert keys.revoke(scoped.id) and not keys.revoke(scoped.id)
+    assert keys.verify(scoped.secret) is None
+    listed = {k["id"]: k for k in (r.public() for r in keys.list())}
+    assert listed[scoped.id]["revoked_at"] is not None
+    assert all("secret" not in k and "hash" not in k and "salt" not in k for k in listed.values())
+    store.close()
+
+
+def test_usage_records_commit_in_batches_and_report(tmp_path):
+    store = open_store(str(tmp_path))
+    log = UsageLog(store)
+    futures = [
+        log.record(
+            UsageRecord(
+                f"2026-11-2{i % 2}T10:00:00.000+00:00",
+                f"key_{i % 3}",
+                "palmyra-x5",
+                "/v1/chat",
+                10,
+                2,
+                5,
+                1.5,
+                200 if i % 4 else 429,
+                "stop",
+            )
+        )
+        for i in range(40)
+    ]
+    for future in futures:
+        future.result(timeout=5)
+    assert store.writer.commits < 40  # writes that queued up together shared a commit
+    (total,) = log.summary("all")
+    assert total["requests"] == 40 and total["rate_limited"] == 10
+    assert total["prompt_tokens"] == 400 and total["completion_tokens"] == 200
+    by_day = log.summary("day")
+    assert [row["day"] for row in by_day] == ["2026-11-20", "2026-11-21"]
+    assert sum(row["requests"] for row in log.summary("key", key_id="key_1")) == 13
+    assert len(log.rows(since="2026-11-21")) == 20
+    store.close()
+
+
+def test_a_failing_write_fails_alone(tmp_path):
+    store = open_store(str(tmp_path))
+
+    def broken(conn):
+        conn.execute("INSERT INTO usage (at) VALUES ('x')")  # misses NOT NULL columns
+
+    bad = store.writer.submit(broken)
+    good = UsageLog(store).record(
+        UsageRecord("2026-11-26T00:00:00.000+00:00", None, None, "/v1/chat", 0, 0, 0, 1, 401, None)
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        bad.result(timeout=5)
+    good.result(timeout=5)
+    assert len(UsageLog(store).rows()) == 1
+    store.close()

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inkstand.api.body import read_model
+from inkstand.api.gateway import admission
 from inkstand.api.sse import ClientGoneError, SSEResponse, until_disconnect
 from inkstand.chat.service import ChatService
 from inkstand.schemas.chat import ChatRequest
@@ -15,8 +16,12 @@ from inkstand.schemas.chat import ChatRequest
 async def chat(request: Request):
     service: ChatService = request.app.state.runtime.chat_service()
     body = await read_model(request, ChatRequest, request.app.state.settings.max_body_bytes)
+    request.state.model = body.model
+    gate = admission(request)
+    gate.authorize(body.model)
     plan = service.plan(body)
     request.state.usage = plan.usage
+    gate.reserve(plan.usage.prompt + plan.generation.max_tokens * plan.n)
     try:
         if body.stream:
             stream = service.open_stream(plan)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
@@ -26,6 +27,7 @@ class Usage:
     prompt: int = 0
     completion: int = 0
     cached: int = 0
+    finish_reason: str | None = None  # of the last choice to finish
 
     def body(self) -> dict:
         return usage_body(self.prompt, self.completion, self.cached)
@@ -42,11 +44,26 @@ class ChatPlan:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request caps from the settings; each refusal names its limit."""
+
+    max_messages: int = 1000
+    max_n: int = 16
+
+
 class ChatService:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, limits: RequestLimits = RequestLimits()) -> None:
         self.catalog = catalog
+        self.limits = limits
 
     def plan(self, request: ChatRequest) -> ChatPlan:
+        if len(request.messages) > self.limits.max_messages:
+            raise BadRequestError(
+                f"The request has {len(request.messages)} messages; this server takes at most "
+                f"{self.limits.max_messages} (`max_messages`).",
+                extras={"limit": "max_messages", "value": self.limits.max_messages},
+            )
         reject_unsupported(request)
         served = self.catalog.resolve(request.model)
         info = served.engine.info
@@ -63,11 +80,7 @@ class ChatService:
             repeat_penalty=served.spec.repeat_penalty,
             logprobs=bool(request.logprobs),
         )
-        n = request.n or 1
-        if n > served.engine.slots:
-            raise BadRequestError(
-                f"`n` is {n}, but this server runs at most {served.engine.slots} sequences at once."
-            )
+        n = check_choices("n", request.n or 1, self.limits.max_n, served)
         generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
         return ChatPlan(request, served, generation, n, usage=Usage(prompt=len(tokens)))
 
@@ -105,6 +118,7 @@ def _count(usage: Usage, finish: Finish) -> None:
     usage.prompt = finish.prompt_tokens
     usage.completion += finish.completion_tokens
     usage.cached = max(usage.cached, finish.cached_tokens)
+    usage.finish_reason = finish.reason
 
 
 class ChatStream:
@@ -157,6 +171,29 @@ async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
         yield item
 
 
+def check_choices(field: str, n: int, max_n: int, served: ServedModel) -> int:
+    """`n` (or `best_of`) within the configured cap and the engine's sequences."""
+    if n > max_n:
+        raise BadRequestError(
+            f"`{field}` is {n}; this server allows at most {max_n} (`max_n`).",
+            extras={"limit": "max_n", "value": max_n},
+        )
+    if n > served.engine.slots:
+        raise BadRequestError(
+            f"`{field}` is {n}, but this server runs at most {served.engine.slots} sequences "
+            "at once (`slots`).",
+            extras={"limit": "slots", "value": served.engine.slots},
+        )
+    return n
+
+
+class TokenBudget(Protocol):
+    """What `resolve_max_tokens` reads from a chat or a completions request."""
+
+    model: str
+    max_tokens: int | None
+
+
 def reject_unsupported(request: ChatRequest) -> None:
     """400 for valid Writer input this server cannot honour yet, before any work starts."""
     for message in request.messages:
@@ -189,7 +226,10 @@ def reject_unsupported(request: ChatRequest) -> None:
         )
 
 
-def resolve_max_tokens(request: ChatRequest, served: ServedModel, prompt_len: int) -> int:
+def resolve_max_tokens(
+    request: TokenBudget, served: ServedModel, prompt_len: int, default: int | None = None
+) -> int:
+    """`max_tokens` as asked, or as much as fits (at most `default`), within the model's caps."""
     n_ctx = served.engine.info.n_ctx
     limit = served.spec.max_output_tokens
     if request.max_tokens is None:
@@ -199,11 +239,12 @@ def resolve_max_tokens(request: ChatRequest, served: ServedModel, prompt_len: in
                 f"The prompt is {prompt_len} tokens, which fills the model's context window of "
                 f"{n_ctx} tokens. Shorten the conversation."
             )
-        return min(limit, room)
+        return min(limit, room, default or limit)
     if request.max_tokens > limit:
         raise BadRequestError(
             f"`max_tokens` is {request.max_tokens}, but `{request.model}` produces at most "
-            f"{limit} tokens."
+            f"{limit} tokens (`max_output_tokens`).",
+            extras={"limit": "max_output_tokens", "value": limit},
         )
     if prompt_len + request.max_tokens > n_ctx:
         raise ContextLengthError(

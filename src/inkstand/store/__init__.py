@@ -1,6 +1,7 @@
-"""The SQLite store: API keys now, usage and more later; schema by numbered migrations."""
+"""The SQLite store: API keys and usage records; schema by numbered migrations."""
 
 from inkstand.store.db import Store, open_store
-from inkstand.store.keys import KeyStore, NewKey
+from inkstand.store.keys import KeyRecord, KeyStore, NewKey
+from inkstand.store.usage import UsageLog, UsageRecord
 
-__all__ = ["KeyStore", "NewKey", "Store", "open_store"]
+__all__ = ["KeyRecord", "KeyStore", "NewKey", "Store", "UsageLog", "UsageRecord", "open_store"]

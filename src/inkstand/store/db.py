@@ -3,15 +3,22 @@
 Migrations are the files `migrations/NNNN_name.sql`, applied in order inside one transaction
 each; `PRAGMA user_version` records the last one applied, so an older data dir is upgraded in
 place and a newer one is refused rather than damaged.
+
+A `Store` holds two connections to one WAL database: `conn`, for reads from the event loop
+(each statement sees the latest commit, from this process or another, such as `inkstand
+keys`), and the `StoreWriter` thread's, through which every write of the server goes.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 from inkstand.config import ConfigError
+from inkstand.store.writer import StoreWriter
 
 DB_NAME = "inkstand.sqlite3"
 
@@ -25,30 +32,37 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Apply the migrations after the database's version (up to `upto`); the new version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    steps = migrations()
+    steps = [(n, sql) for n, sql in migrations() if upto is None or n <= upto]
     latest = steps[-1][0] if steps else 0
-    if current > latest:
+    if current > latest and upto is None:
         raise ConfigError(
             f"the data dir's database is at schema {current}, newer than this Inkstand "
             f"({latest}); upgrade Inkstand"
         )
     for number, sql in steps:
         if number > current:
-            conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
-    return latest
+            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return max(current, latest)
 
 
 class Store:
-    """The connection plus the schema version it was migrated to."""
+    """The read connection, the writer thread, and the schema version they were migrated to."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.version = migrate(conn)
+    def __init__(self, path: str, *, temporary_dir: str | None = None) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self.version = migrate(self.conn)
+        self.writer = StoreWriter(connect(path))
+        self._temporary_dir = temporary_dir
 
     def close(self) -> None:
+        self.writer.close()
         self.conn.close()
+        if self._temporary_dir is not None:
+            shutil.rmtree(self._temporary_dir, ignore_errors=True)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -60,9 +74,11 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def open_store(data_dir: str | None) -> Store:
-    """The store in `data_dir` (created if needed); `None` gives an in-memory store."""
+    """The store in `data_dir` (created if needed); `None` gives a throwaway store."""
     if data_dir is None:
-        return Store(connect(":memory:"))
-    folder = Path(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return Store(connect(str(folder / DB_NAME)))
+        # Two connections cannot share an in-memory database safely; a temporary file can.
+        folder = tempfile.mkdtemp(prefix="inkstand-store-")
+        return Store(str(Path(folder) / DB_NAME), temporary_dir=folder)
+    folder_path = Path(data_dir)
+    folder_path.mkdir(parents=True, exist_ok=True)
+    return Store(str(folder_path / DB_NAME))

@@ -1,0 +1,117 @@
+"""ASGI middleware that runs every API request through the gateway.
+
+Before the route: authenticate (401) and count the request per minute (429). The route then
+calls `admission(request)` to check the model against the key's scope (403) and reserve
+tokens (429). When the response ends, the token reservation is settled to what was used and
+the request is recorded; the record is committed *before* the last body message (the
+`[DONE]` frame of a stream) goes out, so a completed response always has its record, even if
+the server is killed right after. A response that never completes (the client left) is
+recorded without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Future
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inkstand.api.errors import error_response
+from inkstand.errors import InkstandError
+from inkstand.gateway import Admission, Gateway
+from inkstand.store import UsageRecord
+from inkstand.store.keys import utc_now
+
+log = logging.getLogger("inkstand.gateway")
+
+PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+
+
+def admission(request: Request) -> Admission:
+    """The gateway's standing of this request (set by `GatewayMiddleware`)."""
+    return request.scope["state"]["admission"]
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(self.gateway, scope, send)
+        try:
+            try:
+                key = self.gateway.authenticate(_header(scope, b"authorization"))
+                exchange.state["key_id"] = key.id
+                exchange.state["admission"] = self.gateway.admit(key)
+            except InkstandError as exc:
+                await error_response(exc)(scope, receive, exchange.send)
+                return
+            await self.app(scope, receive, exchange.send)
+        except Exception:
+            exchange.status = exchange.status or 500  # answered by the outermost handler
+            raise
+        finally:
+            exchange.close()
+
+
+class _Exchange:
+    """One request/response pair as the gateway sees it."""
+
+    def __init__(self, gateway: Gateway, scope: Scope, send: Send) -> None:
+        self.gateway = gateway
+        self.scope = scope
+        self.state: dict = scope.setdefault("state", {})
+        self._send = send
+        self.start = time.perf_counter()
+        self.status = 0
+        self.recorded = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            committed = self._record(self.status)
+            if committed is not None:
+                try:
+                    await asyncio.wrap_future(committed)
+                except Exception as exc:  # the answer still goes out; the log says why
+                    log.error("usage record not stored: %s", exc)
+        await self._send(message)
+
+    def close(self) -> None:
+        if not self.recorded:  # the response never ended: the client left, or we failed
+            self._record(self.status if self.status >= 500 else 499)
+
+    def _record(self, status: int) -> Future | None:
+        if self.recorded:
+            return None
+        self.recorded = True
+        state = self.state
+        usage = state.get("usage")
+        record = UsageRecord(
+            at=utc_now(),
+            key_id=state.get("key_id"),
+            model=state.get("model"),
+            endpoint=self.scope["path"],
+            prompt_tokens=usage.prompt if usage else 0,
+            cached_tokens=usage.cached if usage else 0,
+            completion_tokens=usage.completion if usage else 0,
+            latency_ms=round((time.perf_counter() - self.start) * 1000, 3),
+            status=status,
+            finish_reason=getattr(usage, "finish_reason", None),
+        )
+        return self.gateway.finish(state.get("admission"), record)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,131 @@
+"""Text generation (`/v1/completions`): the chat service's engine path with a raw prompt.
+
+No chat template: the prompt is tokenized as given. `best_of` generates that many choices
+from one prefill and returns the one with the highest mean token log-probability; it cannot
+be combined with streaming (the best is known only at the end). A stream is Writer's
+`{"value": ...}` events, the first one empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from inkstand.chat.catalog import Catalog, ServedModel
+from inkstand.chat.service import RequestLimits, Usage, check_choices, resolve_max_tokens
+from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine.types import Event
+from inkstand.errors import BadRequestError
+from inkstand.schemas.completions import CompletionsRequest
+
+DEFAULT_MAX_TOKENS = 100  # Writer's text generation guide
+
+
+@dataclass
+class CompletionPlan:
+    request: CompletionsRequest
+    served: ServedModel
+    generation: GenerationRequest
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class _Choice:
+    text: str = ""
+    logprob: float = 0.0
+    tokens: int = 0
+
+    def score(self) -> float:
+        return self.logprob / self.tokens if self.tokens else float("-inf")
+
+
+class CompletionService:
+    def __init__(self, catalog: Catalog, limits: RequestLimits | None = None) -> None:
+        self.catalog = catalog
+        self.limits = limits or RequestLimits()
+
+    def plan(self, request: CompletionsRequest) -> CompletionPlan:
+        served = self.catalog.resolve(request.model)
+        best_of = check_choices("best_of", request.best_of or 1, self.limits.max_n, served)
+        if best_of > 1 and request.stream:
+            raise BadRequestError(
+                "`best_of` above 1 cannot be streamed: the best choice is known only at the end."
+            )
+        tokens = tuple(served.engine.tokenize(request.prompt))
+        if not tokens:
+            raise BadRequestError("`prompt` is empty; send the text to continue.")
+        max_tokens = resolve_max_tokens(request, served, len(tokens), DEFAULT_MAX_TOKENS)
+        sampling = SamplingParams(
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=served.spec.top_k,
+            min_p=served.spec.min_p,
+            repeat_penalty=served.spec.repeat_penalty,
+            seed=request.random_seed,
+            logprobs=best_of > 1,
+        )
+        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, best_of)
+        return CompletionPlan(request, served, generation, Usage(prompt=len(tokens)))
+
+    async def complete(self, plan: CompletionPlan) -> dict:
+        choices = [_Choice() for _ in range(plan.generation.n)]
+        async with plan.served.engine.stream(plan.generation) as events:
+            async for event in events:
+                _collect(choices[event.index], event, plan.usage)
+        best = max(choices, key=_Choice.score) if len(choices) > 1 else choices[0]
+        return {"choices": [{"text": best.text, "log_probs": None}], "model": plan.request.model}
+
+
+def _collect(choice: _Choice, event: Event, usage: Usage) -> None:
+    if isinstance(event, TokenEvent):
+        choice.text += event.text
+        if event.token is not None:
+            choice.logprob += event.token.logprob
+            choice.tokens += 1
+    else:
+        _count(usage, event)
+
+
+def _count(usage: Usage, finish: Finish) -> None:
+    usage.prompt = finish.prompt_tokens
+    usage.completion += finish.completion_tokens
+    usage.cached = max(usage.cached, finish.cached_tokens)
+    usage.finish_reason = finish.reason
+
+
+class CompletionStream:
+    """A streamed completion: `prime()` before sending headers, then iterate `values()`."""
+
+    def __init__(self, plan: CompletionPlan) -> None:
+        self.plan = plan
+        self._stack = AsyncExitStack()
+        self._events: EngineStream | None = None
+        self._first: Event | None = None
+
+    async def prime(self) -> None:
+        try:
+            self._events = await self._stack.enter_async_context(
+                self.plan.served.engine.stream(self.plan.generation)
+            )
+            self._first = await anext(self._events)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def values(self) -> AsyncIterator[dict]:
+        assert self._events is not None and self._first is not None, "prime() first"
+        yield {"value": ""}
+        pending: list[Event] = [self._first]
+        while True:
+            event = pending.pop() if pending else await anext(self._events, None)
+            if event is None:
+                return
+            if isinstance(event, TokenEvent):
+                if event.text:
+                    yield {"value": event.text}
+            else:
+                _count(self.plan.usage, event)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
