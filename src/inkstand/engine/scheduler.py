@@ -165,7 +165,12 @@ class Scheduler:
             if len(self.free) < job.request.n:
                 return  # first come, first served: nobody overtakes a waiting request
             self.waiting.popleft()
-            self._start(job)
+            try:
+                self._start(job)
+            except EngineError as exc:  # e.g. a sampler the backend cannot build
+                log.error("could not start a request: %s", exc)
+                job.emit(exc)
+                self._release_job(job, forget=True)
 
     def _start(self, job: Job) -> None:
         request = job.request
@@ -226,8 +231,14 @@ class Scheduler:
         wanting = [seq for seq, entry in zip(owners, entries, strict=True) if entry.want_logits]
         now = time.monotonic()
         for seq, index in zip(wanting, logits_at, strict=True):
-            for sibling in seq.forks:
-                self._fork(seq, sibling, index, now)
+            try:
+                for sibling in seq.forks:
+                    self._fork(seq, sibling, index, now)
+            except EngineError as exc:
+                log.error("could not fork a request: %s", exc)
+                seq.job.emit(exc)
+                self._release_job(seq.job, forget=True)
+                continue
             seq.forks = []
             self._take(seq, index, now)
 
