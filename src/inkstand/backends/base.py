@@ -25,8 +25,8 @@ class SamplingParams:
     logprobs: bool = False
     # A GBNF grammar (rule `root`) every sampled token must follow; None: unconstrained.
     grammar: str | None = None
-    # Lazy grammar: regexes over the output so far; the grammar applies only once one of
-    # them matches, from the match's first group on. Empty: the grammar applies at once.
+    # Lazy grammar: words; the grammar applies only once the output contains one of them,
+    # to the output from that word on. Empty: the grammar applies from the first token.
     grammar_triggers: tuple[str, ...] = ()
 
     @property
