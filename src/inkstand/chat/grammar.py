@@ -1,0 +1,241 @@
+"""JSON Schema -> GBNF grammar, for structured output and tool-call arguments.
+
+The conversion is llama-cpp-python's `SchemaConverter` (llama.cpp's json-schema-to-grammar),
+used as a library, with one correction: its string character rule admits raw control
+characters, which JSON forbids inside strings; ours does not.
+
+The converter silently ignores what it cannot express, so every schema is first checked
+here: a keyword the grammar cannot honour gets a 400 that names it and where it is, never
+output that only looks compliant. Refused: `not`, `if`/`then`/`else`, `allOf` (more than one
+part), `patternProperties`, `propertyNames`, `dependentRequired`, `dependentSchemas`,
+`dependencies`, `unevaluatedProperties`, `unevaluatedItems`, `contains`, `uniqueItems`,
+`minProperties`, `maxProperties`, `multipleOf`, `minimum`, `maximum`, `exclusiveMinimum`,
+`exclusiveMaximum`, `pattern`, `$dynamicRef`, `$recursiveRef`, remote `$ref`s, `prefixItems`
+together with `items`, a type list with other constraints, and `required` names missing
+from `properties`. `format` is an annotation (as JSON Schema says): `date`, `time`,
+`date-time` and `uuid` are enforced, others are not. `oneOf` is generated as `anyOf`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from jsonschema import SchemaError as MetaSchemaError
+from jsonschema.validators import validator_for
+from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
+
+from inkstand.errors import BadRequestError, UnsupportedFeatureError
+
+# JSON string characters: anything but `"`, `\` and control characters, or an escape.
+JSON_CHAR = BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] '
+    r"[0-9a-fA-F])",
+    [],
+)
+
+UNSUPPORTED = (
+    "not",
+    "if",
+    "then",
+    "else",
+    "patternProperties",
+    "propertyNames",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "minProperties",
+    "maxProperties",
+    "multipleOf",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "pattern",
+    "$dynamicRef",
+    "$recursiveRef",
+    "additionalItems",
+)
+# Keywords that describe rather than constrain; a type list may carry these.
+ANNOTATIONS = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$comment",
+    "$schema",
+    "$id",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "format",
+    "type",
+    "nullable",
+}
+SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+SUBSCHEMAS = ("additionalProperties", "items")
+
+
+class _Converter(SchemaConverter):
+    def __init__(self) -> None:
+        super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+    def _add_primitive(self, name: str, rule: BuiltinRule):
+        return super()._add_primitive(name, JSON_CHAR if name == "char" else rule)
+
+
+class GrammarBuilder:
+    """Collects schemas into one grammar; each `add` returns the rule that matches it."""
+
+    def __init__(self) -> None:
+        self._converter = _Converter()
+        self._extra: dict[str, str] = {}
+        self._schemas = 0
+
+    def add(self, schema: dict[str, Any] | None, where: str) -> str:
+        """The rule for JSON text valid against `schema` (None: any JSON object)."""
+        if schema is None:
+            schema = {"type": "object"}
+        check_schema(schema, where)
+        prefix = f"s{self._schemas}"
+        self._schemas += 1
+        schema = _prefix_defs(copy.deepcopy(schema), prefix)
+        try:
+            resolved = self._converter.resolve_refs(schema, prefix)
+            return self._converter.visit(resolved, prefix)
+        except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise UnsupportedFeatureError(
+                f"{where} cannot be turned into a grammar for constrained output: {exc}"
+            ) from exc
+
+    def rule(self, name: str, body: str) -> None:
+        self._extra[name] = body
+
+    def text(self) -> str:
+        rules = self._converter.format_grammar()
+        extra = "\n".join(f"{name} ::= {body}" for name, body in self._extra.items())
+        return f"{extra}\n{rules}\n"
+
+
+GBNF_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def literal(text: str) -> str:
+    """A GBNF string literal matching exactly `text`."""
+    out = []
+    for char in text:
+        if char in GBNF_ESCAPES:
+            out.append(GBNF_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def schema_grammar(schema: dict[str, Any] | None, where: str) -> str:
+    """A grammar whose `root` matches JSON valid against `schema` (None: any JSON object)."""
+    builder = GrammarBuilder()
+    builder.rule("root", builder.add(schema, where))
+    return builder.text()
+
+
+def check_schema(schema: Any, where: str) -> None:
+    """400 unless `schema` is a valid JSON Schema object that a grammar can fully express."""
+    if not isinstance(schema, dict):
+        raise BadRequestError(f"{where} must be a JSON Schema object.")
+    try:
+        validator_for(schema).check_schema(schema)
+    except MetaSchemaError as exc:
+        path = "".join(f"[{p!r}]" for p in exc.path)
+        raise BadRequestError(
+            f"{where} is not a valid JSON Schema: {exc.message} (at {path or 'the top'})."
+        ) from exc
+    for path, node in _subschemas(schema, ""):
+        _check_node(node, f"{where}{path}")
+
+
+def _check_node(node: dict[str, Any], where: str) -> None:
+    found = [k for k in UNSUPPORTED if k in node]
+    if node.get("uniqueItems") is True:
+        found.append("uniqueItems")
+    if len(node.get("allOf", ())) > 1:
+        found.append("allOf")
+    if found:
+        raise UnsupportedFeatureError(
+            f"{where} uses {', '.join(f'`{k}`' for k in found)}, which constrained output "
+            "cannot enforce; remove it from the schema."
+        )
+    ref = node.get("$ref")
+    if ref is not None and not ref.startswith("#/"):
+        raise UnsupportedFeatureError(
+            f"{where} has `$ref` {ref!r}: only references inside the schema (`#/...`) work."
+        )
+    if "prefixItems" in node and "items" in node:
+        raise UnsupportedFeatureError(f"{where} combines `prefixItems` and `items`.")
+    if isinstance(node.get("type"), list) and set(node) - ANNOTATIONS:
+        extra = sorted(set(node) - ANNOTATIONS)
+        raise UnsupportedFeatureError(
+            f"{where} has a list of types together with {', '.join(f'`{k}`' for k in extra)}; "
+            "use `anyOf` with one schema per type instead."
+        )
+    missing = [k for k in node.get("required", ()) if k not in node.get("properties", {})]
+    if missing:
+        raise UnsupportedFeatureError(
+            f"{where} requires {', '.join(f'`{k}`' for k in missing)} without describing "
+            "them in `properties`."
+        )
+
+
+def _subschemas(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(node, dict):
+        return
+    yield path, node
+    for key in SUBSCHEMA_MAPS:
+        for name, sub in (node.get(key) or {}).items():
+            yield from _subschemas(sub, f"{path}.{key}.{name}")
+    for key in SUBSCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            for i, sub in enumerate(node[key]):
+                yield from _subschemas(sub, f"{path}.{key}[{i}]")
+    for key in SUBSCHEMAS:
+        sub = node.get(key)
+        if isinstance(sub, list):  # draft 4 tuple `items`
+            for i, item in enumerate(sub):
+                yield from _subschemas(item, f"{path}.{key}[{i}]")
+        else:
+            yield from _subschemas(sub, f"{path}.{key}")
+
+
+def _prefix_defs(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Rename local definitions so that two schemas in one grammar cannot share a rule.
+
+    The converter names a referenced rule after the last segment of its `$ref`."""
+
+    def rename(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rename(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith("#/"):
+                parts = value.split("/")
+                parts[-1] = f"{prefix}-{parts[-1]}"
+                out[key] = "/".join(parts)
+            elif key in ("$defs", "definitions") and isinstance(value, dict):
+                out[key] = {f"{prefix}-{name}": rename(sub) for name, sub in value.items()}
+            elif key in ("enum", "const", "default", "examples"):
+                out[key] = value
+            else:
+                out[key] = rename(value)
+        return out
+
+    return rename(schema)
