@@ -13,12 +13,21 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from inkstand.chat.catalog import Catalog, ServedModel
-from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
+from inkstand.chat.chunks import (
+    ChoiceResult,
+    ChunkFactory,
+    completion_body,
+    tool_call_body,
+    usage_body,
+)
+from inkstand.chat.output import OutputPlan, plan_output
 from inkstand.chat.prompt import render_prompt
+from inkstand.chat.toolformat import tool_format
+from inkstand.chat.toolparser import Arguments, CallStart, Text, ToolCallParser, ToolEvent
 from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
-from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.schemas.chat import ChatRequest, ImageFragment
 
 
 @dataclass
@@ -37,6 +46,7 @@ class ChatPlan:
     served: ServedModel
     generation: GenerationRequest
     n: int
+    output: OutputPlan
     response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
@@ -50,8 +60,20 @@ class ChatService:
         reject_unsupported(request)
         served = self.catalog.resolve(request.model)
         info = served.engine.info
+        output = plan_output(request, tool_format(info.chat_template))
+        if output.grammar is not None and not served.engine.grammar_compiles(
+            output.grammar, output.triggers
+        ):
+            raise UnsupportedFeatureError(
+                "The tools' or the response format's JSON Schema gave a grammar the engine "
+                "cannot load; simplify the schema."
+            )
         prompt = render_prompt(
-            info.chat_template, request.messages, bos=info.bos_text, eos=info.eos_text
+            info.chat_template,
+            request.messages,
+            bos=info.bos_text,
+            eos=info.eos_text,
+            tools=output.tools,
         )
         tokens = tuple(served.engine.tokenize(prompt))
         max_tokens = resolve_max_tokens(request, served, len(tokens))
@@ -62,6 +84,8 @@ class ChatService:
             min_p=served.spec.min_p,
             repeat_penalty=served.spec.repeat_penalty,
             logprobs=bool(request.logprobs),
+            grammar=output.grammar,
+            grammar_triggers=output.triggers,
         )
         n = request.n or 1
         if n > served.engine.slots:
@@ -69,7 +93,7 @@ class ChatService:
                 f"`n` is {n}, but this server runs at most {served.engine.slots} sequences at once."
             )
         generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
-        return ChatPlan(request, served, generation, n, usage=Usage(prompt=len(tokens)))
+        return ChatPlan(request, served, generation, n, output, usage=Usage(prompt=len(tokens)))
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [
@@ -79,6 +103,9 @@ class ChatService:
         async with plan.served.engine.stream(plan.generation) as events:
             async for event in events:
                 _collect(choices[event.index], event, plan.usage)
+        if plan.output.parse_calls:
+            for choice in choices:
+                _extract_calls(choice)
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -99,6 +126,31 @@ def _collect(choice: ChoiceResult, event: Event, usage: Usage) -> None:
     elif isinstance(event, Finish):
         choice.finish_reason = event.reason
         _count(usage, event)
+
+
+def _extract_calls(choice: ChoiceResult) -> None:
+    """Move the tool calls in a finished choice's text into `tool_calls`."""
+    parser = ToolCallParser()
+    events = parser.feed(choice.text) + parser.finish()
+    choice.text = "".join(e.text for e in events if isinstance(e, Text))
+    calls: list[dict] = []
+    for event in events:
+        if isinstance(event, CallStart):
+            calls.append(tool_call_body(event.index, new_call_id(), event.name, ""))
+        elif isinstance(event, Arguments):
+            calls[event.index]["function"]["arguments"] += event.text
+    if calls:
+        choice.tool_calls = calls
+        choice.finish_reason = finish_reason(choice.finish_reason, True)
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def finish_reason(engine_reason: str, called: bool) -> str:
+    """`tool_calls` when the model ended its turn with calls; a cut-off stays `length`."""
+    return "tool_calls" if called and engine_reason == "stop" else engine_reason
 
 
 def _count(usage: Usage, finish: Finish) -> None:
@@ -134,21 +186,63 @@ class ChatStream:
         options = plan.request.stream_options
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
+        calls = [
+            _CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)
+        ]
         finished = 0
         async for event in _chain(self._first, self._events):
+            tracker = calls[event.index]
             if isinstance(event, TokenEvent):
-                if event.text or event.token is not None:
-                    tokens = [event.token] if event.token is not None else None
+                tokens = [event.token] if event.token is not None else None
+                if tracker is not None:
+                    for chunk in tracker.feed(event.text, tokens):
+                        yield chunk
+                elif event.text or tokens is not None:
                     yield factory.content(event.index, event.text, tokens)
                 continue
+            reason: str = event.reason
+            if tracker is not None:
+                for chunk in tracker.finish():
+                    yield chunk
+                reason = finish_reason(reason, tracker.parser.calls > 0)
             _count(plan.usage, event)
             finished += 1
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
-            yield factory.closing(event.index, event.reason, usage)
+            yield factory.closing(event.index, reason, usage)
 
     async def aclose(self) -> None:
         await self._stack.aclose()
+
+
+class _CallChunks:
+    """One streamed choice's text through the tool-call parser, as Writer chunks."""
+
+    def __init__(self, factory: ChunkFactory, index: int) -> None:
+        self.factory = factory
+        self.index = index
+        self.parser = ToolCallParser()
+
+    def feed(self, text: str, tokens: list | None) -> list[dict]:
+        chunks = self._chunks(self.parser.feed(text))
+        if tokens is not None:  # log-probabilities ride on a content chunk of their own
+            chunks.append(self.factory.content(self.index, "", tokens))
+        return chunks
+
+    def finish(self) -> list[dict]:
+        return self._chunks(self.parser.finish())
+
+    def _chunks(self, events: list[ToolEvent]) -> list[dict]:
+        out = []
+        for event in events:
+            if isinstance(event, Text):
+                out.append(self.factory.content(self.index, event.text, None))
+            elif isinstance(event, CallStart):
+                call_id = new_call_id()
+                out.append(self.factory.call_start(self.index, event.index, call_id, event.name))
+            elif isinstance(event, Arguments):
+                out.append(self.factory.call_arguments(self.index, event.index, event.text))
+        return out
 
 
 async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
@@ -158,7 +252,9 @@ async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
 
 
 def reject_unsupported(request: ChatRequest) -> None:
-    """400 for valid Writer input this server cannot honour yet, before any work starts."""
+    """400 for valid Writer input this server cannot honour, before any work starts.
+
+    Tools and response formats are checked by `plan_output`."""
     for message in request.messages:
         if isinstance(message.content, list) and any(
             isinstance(f, ImageFragment) for f in message.content
@@ -167,26 +263,6 @@ def reject_unsupported(request: ChatRequest) -> None:
                 "This server's model takes no images: send `text` content fragments only "
                 "(an `image_url` fragment was found)."
             )
-    tools = request.tools or []
-    built_in = [t.type for t in tools if t.type in BUILT_IN_TOOL_TYPES]
-    if len(built_in) > 1:
-        raise BadRequestError(
-            f"A request may use at most one built-in tool; got {', '.join(built_in)}."
-        )
-    if built_in:
-        raise UnsupportedFeatureError(
-            f"The built-in `{built_in[0]}` tool is not available on this server yet."
-        )
-    if tools:
-        raise UnsupportedFeatureError(
-            "Function tools are not available on this server yet; send the request without `tools`."
-        )
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        raise UnsupportedFeatureError(
-            f"`response_format` of type `{fmt.type}` (structured JSON output) is not available "
-            "on this server yet; use `text` or leave it out."
-        )
 
 
 def resolve_max_tokens(request: ChatRequest, served: ServedModel, prompt_len: int) -> int:

@@ -77,7 +77,7 @@ class HermesFormat:
         )
 
     def calls_text(self, calls: list[ReplayedCall]) -> str:
-        return "\n".join(
+        return "".join(
             f'{OPEN}\n{{"name": {json.dumps(c.name, ensure_ascii=False)}, '
             f'"arguments": {_arguments_json(c.arguments)}}}\n{CLOSE}'
             for c in calls
@@ -87,9 +87,11 @@ class HermesFormat:
         body = {"name": name, "content": content} if name else {"content": content}
         return f"<tool_response>\n{json.dumps(body, ensure_ascii=False)}\n</tool_response>"
 
-    def grammar(self, functions: list[Function], *, several: bool) -> str:
-        """A grammar for one call (or one or more) to one of `functions`, arguments valid."""
-        builder = GrammarBuilder()
+    def add_calls(
+        self, builder: GrammarBuilder, functions: list[Function], *, several: bool
+    ) -> str:
+        """Rules for one call (or one or more) to one of `functions`, arguments valid
+        against their `parameters`; returns the rule's name."""
         names = []
         for i, function in enumerate(functions):
             where = f"`parameters` of function `{function.name}`"
@@ -97,10 +99,10 @@ class HermesFormat:
             head = literal(f'"{_json_string_body(function.name)}", "arguments": ')
             builder.rule(f"call-{i}", f"{head} {arguments}")
             names.append(f"call-{i}")
-        builder.rule("root", 'tool-call ("\\n" tool-call)*' if several else "tool-call")
         opening, closing = literal(f'{OPEN}\n{{"name": '), literal(f"}}\n{CLOSE}")
         builder.rule("tool-call", f"{opening} ({' | '.join(names)}) {closing}")
-        return builder.text()
+        builder.rule("tool-calls", 'tool-call+' if several else "tool-call")
+        return "tool-calls"
 
 
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
