@@ -1,0 +1,203 @@
+"""JSON Schema -> GBNF: the grammars compile in llama.cpp and accept exactly the valid JSON.
+
+A grammar is probed with llama.cpp's own grammar sampler over the embedded model's
+vocabulary (loaded vocabulary-only, no weights): a text is accepted when every token of it
+is allowed in turn and the end-of-generation token is allowed after it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import llama_cpp as L
+import pytest
+from pydantic import BaseModel, Field
+from writerai.lib._pydantic import to_strict_json_schema
+
+from inkstand.backends.constraint import Candidates, grammar_sampler
+from inkstand.chat.grammar import GrammarBuilder, check_schema, schema_grammar
+from inkstand.chat.toolformat import Function, HermesFormat
+from inkstand.config import find_embedded_model
+from inkstand.errors import BadRequestError, UnsupportedFeatureError
+
+
+class Probe:
+    def __init__(self) -> None:
+        params = L.llama_model_default_params()
+        params.vocab_only = True
+        self.model = L.llama_model_load_from_file(find_embedded_model().encode(), params)
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.candidates = Candidates(L.llama_vocab_n_tokens(self.vocab))
+        self.eos = L.llama_vocab_eos(self.vocab)
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        buf = (L.llama_token * (len(data) + 8))()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, len(data) + 8, False, False)
+        return list(buf[:n])
+
+    def accepts(self, grammar: str, text: str) -> bool:
+        sampler = grammar_sampler(self.vocab, grammar)
+        assert sampler, f"llama.cpp refused the grammar:\n{grammar}"
+        try:
+            for token in self.tokenize(text):
+                if not self.candidates.allows(sampler, token):
+                    return False
+                L.llama_sampler_accept(sampler, token)
+            return self.candidates.allows(sampler, self.eos)
+        finally:
+            L.llama_sampler_free(sampler)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return Probe()
+
+
+class Address(BaseModel):
+    city: str
+    zip: str | None
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    kind: Literal["a", "b"]
+    home: Address = Field(description="where they live")
+    past: list[Address]
+
+
+PERSON = to_strict_json_schema(Person)
+OBJECT = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 5}, "n": {"type": "integer"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "text", "valid"),
+    [
+        (OBJECT, '{"city": "Paris"}', True),
+        (OBJECT, '{"city": "Paris", "n": -12}', True),
+        (OBJECT, '{"n": 1}', False),  # required missing
+        (OBJECT, '{"city": "Paris", "n": 1.5}', False),  # not an integer
+        (OBJECT, '{"city": "Paris", "x": 1}', False),  # additionalProperties false
+        (OBJECT, '{"city": "Parisian"}', False),  # maxLength
+        (OBJECT, '{"city": "a\\nb"}', True),  # an escaped newline
+        (OBJECT, '{"city": "a\nb"}', False),  # a raw control character is not JSON
+        (OBJECT, '{"city": "Paris"', False),  # unfinished
+        ({"enum": ["x", 1, None]}, "null", True),
+        ({"enum": ["x", 1, None]}, '"y"', False),
+        ({"type": "array", "items": {"type": "boolean"}, "minItems": 1}, "[]", False),
+        ({"type": "array", "items": {"type": "boolean"}, "minItems": 1}, "[true, false]", True),
+        ({}, '{"any": [1, {"thing": null}]}', True),
+        ({"type": "object", "properties": {"not": {"const": 1}}}, '{"not": 1}', True),
+        (
+            PERSON,
+            json.dumps(
+                {
+                    "name": "Ann",
+                    "age": 3,
+                    "kind": "b",
+                    "home": {"city": "Oslo", "zip": None},
+                    "past": [{"city": "Rome", "zip": "00100"}],
+                }
+            ),
+            True,
+        ),
+        (PERSON, '{"name": "Ann", "age": 3, "kind": "c"}', False),
+    ],
+)
+def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
+    assert probe.accepts(schema_grammar(schema, "the schema"), text) is valid
+
+
+@pytest.mark.parametrize(
+    ("keyword", "schema"),
+    [
+        ("not", {"not": {"type": "string"}}),
+        ("if", {"if": {"type": "string"}, "then": {"minLength": 1}}),
+        ("patternProperties", {"type": "object", "patternProperties": {"^a": {}}}),
+        ("minimum", {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}),
+        ("pattern", {"type": "string", "pattern": "^a+$"}),
+        ("uniqueItems", {"type": "array", "uniqueItems": True}),
+        ("allOf", {"allOf": [{"type": "object"}, {"required": []}]}),
+        ("$ref", {"$ref": "https://example.com/schema.json"}),
+        ("`x`", {"type": "object", "required": ["x"]}),
+        ("`minLength`", {"type": ["string", "null"], "minLength": 2}),
+    ],
+)
+def test_inexpressible_features_are_named(keyword, schema):
+    with pytest.raises(UnsupportedFeatureError) as caught:
+        schema_grammar(schema, "`the schema`")
+    assert keyword in caught.value.description
+    assert "`the schema`" in caught.value.description
+
+
+def test_where_the_feature_sits_is_named():
+    schema = {"type": "object", "properties": {"deep": {"type": "array", "items": {"not": {}}}}}
+    with pytest.raises(UnsupportedFeatureError, match=r"properties\.deep\.items"):
+        check_schema(schema, "`s`")
+
+
+@pytest.mark.parametrize("schema", [{"type": 5}, {"required": "x"}, [1]])
+def test_invalid_schemas_are_bad_requests(schema):
+    with pytest.raises(BadRequestError, match="JSON Schema"):
+        check_schema(schema, "`s`")
+
+
+def test_definitions_of_two_schemas_do_not_collide(probe):
+    def with_item(props: dict) -> dict:
+        return {
+            "$defs": {"Item": {"type": "object", "properties": props, "required": list(props)}},
+            "type": "object",
+            "properties": {"item": {"$ref": "#/$defs/Item"}},
+            "required": ["item"],
+        }
+
+    builder = GrammarBuilder()
+    a = builder.add(with_item({"a": {"type": "integer"}}), "a")
+    b = builder.add(with_item({"b": {"type": "string"}}), "b")
+    builder.rule("root", f"{a} | {b}")
+    grammar = builder.text()
+    assert probe.accepts(grammar, '{"item": {"a": 1}}')
+    assert probe.accepts(grammar, '{"item": {"b": "x"}}')
+    assert not probe.accepts(grammar, '{"item": {"b": 1}}')
+
+
+WEATHER = Function(
+    "get_weather",
+    "Weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+CLOCK = Function("time", None, None)
+
+
+def call(name: str, arguments: dict) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {json.dumps(arguments)}}}\n</tool_call>'
+
+
+def calls_grammar(functions: list[Function], several: bool) -> str:
+    builder = GrammarBuilder()
+    builder.rule("root", HermesFormat().add_calls(builder, functions, several=several))
+    return builder.text()
+
+
+def test_tool_call_grammar_forces_valid_calls(probe):
+    grammar = calls_grammar([WEATHER, CLOCK], several=True)
+    assert probe.accepts(grammar, call("get_weather", {"city": "Oslo"}))
+    assert probe.accepts(grammar, call("time", {}) + call("get_weather", {"city": "Oslo"}))
+    assert not probe.accepts(grammar, call("get_weather", {}))  # `city` is required
+    assert not probe.accepts(grammar, call("time", {"x": 1}))  # no parameters
+    assert not probe.accepts(grammar, call("other", {}))
+    assert not probe.accepts(grammar, "Sure! " + call("time", {}))
+    assert not probe.accepts(grammar, "")
+
+
+def test_a_named_function_allows_one_call_to_it(probe):
+    grammar = calls_grammar([WEATHER], several=False)
+    assert probe.accepts(grammar, call("get_weather", {"city": "Oslo"}))
+    assert not probe.accepts(grammar, call("get_weather", {"city": "A"}) * 2)
