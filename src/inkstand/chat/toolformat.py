@@ -101,7 +101,7 @@ class HermesFormat:
             names.append(f"call-{i}")
         opening, closing = literal(f'{OPEN}\n{{"name": '), literal(f"}}\n{CLOSE}")
         builder.rule("tool-call", f"{opening} ({' | '.join(names)}) {closing}")
-        builder.rule("tool-calls", 'tool-call+' if several else "tool-call")
+        builder.rule("tool-calls", "tool-call+" if several else "tool-call")
         return "tool-calls"
 
 
