@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 from writerai.lib._pydantic import to_strict_json_schema
 
-from inkstand.backends.constraint import Candidates, grammar_sampler
+from inkstand.backends.constraint import Candidates, Constraint, grammar_sampler
 from inkstand.chat.grammar import GrammarBuilder, check_schema, schema_grammar
 from inkstand.chat.toolformat import Function, HermesFormat
 from inkstand.config import find_embedded_model
@@ -201,3 +201,35 @@ def test_a_named_function_allows_one_call_to_it(probe):
     grammar = calls_grammar([WEATHER], several=False)
     assert probe.accepts(grammar, call("get_weather", {"city": "Oslo"}))
     assert not probe.accepts(grammar, call("get_weather", {"city": "A"}) * 2)
+
+
+def lazy(probe: Probe) -> Constraint:
+    grammar = calls_grammar([CLOCK], several=False)
+    return Constraint(probe.vocab, grammar, ("<tool_call>",), probe.tokenize)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["Sure. <", "tool", "_", "call", ">"],
+        ["<tool_call>"],
+        ["x<tool_ca", "ll>\n{"],
+        ["a" * 30, "<", "tool_call", ">\n"],
+    ],
+)
+def test_a_lazy_constraint_arms_when_the_trigger_is_complete(probe, pieces):
+    constraint = lazy(probe)
+    for piece in pieces[:-1]:
+        constraint.watch(piece.encode(), probe.candidates)
+        assert constraint.sampler is None
+    constraint.watch(pieces[-1].encode(), probe.candidates)
+    assert constraint.sampler is not None
+    constraint.free()
+
+
+def test_a_trigger_followed_by_text_the_grammar_refuses_leaves_it_unarmed(probe):
+    constraint = lazy(probe)
+    constraint.watch(b"<tool_call>```", probe.candidates)
+    assert constraint.sampler is None
+    constraint.watch(b"<tool_call>\n", probe.candidates)  # disarmed for good
+    assert constraint.sampler is None

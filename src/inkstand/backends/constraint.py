@@ -135,7 +135,7 @@ class Constraint:
             self._arm(window[min(starts) :].decode("utf-8", errors="ignore"), candidates)
         else:
             keep = max(len(t) for t in self._triggers) - 1
-            self._tail = window[len(window) - keep :] if keep else b""
+            self._tail = window[max(0, len(window) - keep) :] if keep else b""
 
     def _arm(self, text: str, candidates: Candidates) -> None:
         sampler = self._new_sampler()
