@@ -169,7 +169,7 @@ class LlamaCppBackend:
 
     def _sampler_chain(self, sampling: SamplingParams):
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if sampling.greedy:
+        if sampling.greedy and not (sampling.grammar and sampling.repeat_penalty != 1.0):
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
         if sampling.repeat_penalty != 1.0:
@@ -177,6 +177,9 @@ class LlamaCppBackend:
                 self.n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0
             )
             L.llama_sampler_chain_add(chain, penalties)
+        if sampling.greedy:  # constrained: a grammar keeps a small model in loops otherwise
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
         if sampling.top_k > 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
         if sampling.top_p < 1.0:
