@@ -66,7 +66,10 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
                 "maxItems": 4,
                 "items": {
                     "type": "object",
-                    "properties": {"name": STR, "age": {"type": "integer"}},
+                    "properties": {
+                        "name": STR,
+                        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                    },
                     "required": ["name", "age"],
                     "additionalProperties": False,
                 },
@@ -144,7 +147,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "recipe": strict(
         {
             "title": STR,
-            "servings": {"type": "integer"},
+            "servings": {"type": "integer", "minimum": 1, "maximum": 12},
             "vegetarian": {"type": "boolean"},
             "ingredients": {
                 "type": "array",

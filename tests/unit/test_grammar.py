@@ -121,7 +121,7 @@ def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
         ("not", {"not": {"type": "string"}}),
         ("if", {"if": {"type": "string"}, "then": {"minLength": 1}}),
         ("patternProperties", {"type": "object", "patternProperties": {"^a": {}}}),
-        ("minimum", {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}),
+        ("minimum", {"type": "object", "properties": {"n": {"type": "number", "minimum": 1}}}),
         ("pattern", {"type": "string", "pattern": "^a+$"}),
         ("uniqueItems", {"type": "array", "uniqueItems": True}),
         ("allOf", {"allOf": [{"type": "object"}, {"required": []}]}),
@@ -233,3 +233,31 @@ def test_a_trigger_followed_by_text_the_grammar_refuses_leaves_it_unarmed(probe)
     assert constraint.sampler is None
     constraint.watch(b"<tool_call>\n", probe.candidates)  # disarmed for good
     assert constraint.sampler is None
+
+
+BOUNDED = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 1, "exclusiveMaximum": 100}},
+    "required": ["n"],
+}
+
+
+@pytest.mark.parametrize(
+    ("n", "valid"),
+    [("1", True), ("99", True), ("0", False), ("100", False), ("-5", False), ("007", False)],
+)
+def test_integer_bounds_are_enforced(probe, n, valid):
+    assert probe.accepts(schema_grammar(BOUNDED, "s"), f'{{"n": {n}}}') is valid
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"type": "number", "minimum": 0}, "`minimum`, which constrained output enforces only"),
+        ({"type": "integer", "minimum": 5, "maximum": 4}, "allows no integer"),
+    ],
+    ids=["bounds on a number", "an empty range"],
+)
+def test_number_bounds_and_empty_ranges_are_refused(schema, says):
+    with pytest.raises(BadRequestError, match=says):
+        schema_grammar(schema, "`s`")

@@ -9,10 +9,11 @@ here: a keyword the grammar cannot honour gets a 400 that names it and where it 
 output that only looks compliant. Refused: `not`, `if`/`then`/`else`, `allOf` (more than one
 part), `patternProperties`, `propertyNames`, `dependentRequired`, `dependentSchemas`,
 `dependencies`, `unevaluatedProperties`, `unevaluatedItems`, `contains`, `uniqueItems`,
-`minProperties`, `maxProperties`, `multipleOf`, `minimum`, `maximum`, `exclusiveMinimum`,
-`exclusiveMaximum`, `pattern`, `$dynamicRef`, `$recursiveRef`, remote `$ref`s, `prefixItems`
-together with `items`, a type list with other constraints, and `required` names missing
-from `properties`. `format` is an annotation (as JSON Schema says): `date`, `time`,
+`minProperties`, `maxProperties`, `multipleOf`, `pattern`, `$dynamicRef`, `$recursiveRef`,
+remote `$ref`s, `prefixItems` together with `items`, a type list with other constraints,
+`required` names missing from `properties`, and bounds (`minimum`, `maximum`,
+`exclusiveMinimum`, `exclusiveMaximum`) on anything but integers: integer bounds are
+enforced (`chat/intrange.py`). `format` is an annotation (as JSON Schema says): `date`, `time`,
 `date-time` and `uuid` are enforced, others are not. `oneOf` is generated as `anyOf`.
 """
 
@@ -24,8 +25,9 @@ from typing import Any
 
 from jsonschema import SchemaError as MetaSchemaError
 from jsonschema.validators import validator_for
-from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
+from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
+from inkstand.chat.intrange import integer_bounds, integer_range
 from inkstand.errors import BadRequestError, UnsupportedFeatureError
 
 # JSON string characters: anything but `"`, `\` and control characters, or an escape.
@@ -53,10 +55,6 @@ UNSUPPORTED = (
     "minProperties",
     "maxProperties",
     "multipleOf",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
     "pattern",
     "$dynamicRef",
     "$recursiveRef",
@@ -78,6 +76,7 @@ ANNOTATIONS = {
     "type",
     "nullable",
 }
+BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 SUBSCHEMAS = ("additionalProperties", "items")
@@ -89,6 +88,13 @@ class _Converter(SchemaConverter):
 
     def _add_primitive(self, name: str, rule: BuiltinRule):
         return super()._add_primitive(name, JSON_CHAR if name == "char" else rule)
+
+    def visit(self, schema, name):
+        bounded = schema.get("type") == "integer" and BOUNDS & set(schema)
+        if not bounded or "enum" in schema or "const" in schema:
+            return super().visit(schema, name)
+        rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+        return self._add_rule(rule_name, integer_range(*integer_bounds(schema)) + " space")
 
 
 class GrammarBuilder:
@@ -173,6 +179,7 @@ def _check_node(node: dict[str, Any], where: str) -> None:
             f"{where} uses {', '.join(f'`{k}`' for k in found)}, which constrained output "
             "cannot enforce; remove it from the schema."
         )
+    _check_bounds(node, where)
     ref = node.get("$ref")
     if ref is not None and not ref.startswith("#/"):
         raise UnsupportedFeatureError(
@@ -192,6 +199,20 @@ def _check_node(node: dict[str, Any], where: str) -> None:
             f"{where} requires {', '.join(f'`{k}`' for k in missing)} without describing "
             "them in `properties`."
         )
+
+
+def _check_bounds(node: dict[str, Any], where: str) -> None:
+    bounds = sorted(BOUNDS & set(node))
+    if not bounds:
+        return
+    if node.get("type") != "integer":
+        raise UnsupportedFeatureError(
+            f"{where} uses {', '.join(f'`{k}`' for k in bounds)}, which constrained output "
+            'enforces only on `"type": "integer"`; remove it from the schema.'
+        )
+    low, high = integer_bounds(node)
+    if low is not None and high is not None and low > high:
+        raise BadRequestError(f"{where} allows no integer: its bounds exclude every value.")
 
 
 def _subschemas(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
