@@ -122,6 +122,10 @@ class Constraint:
             L.llama_sampler_apply(self.sampler, candidates.load(logits))
             L.llama_sampler_apply(chain, candidates.array_ref)
             token = candidates.selected()
+            # Accepting a token the grammar refuses throws a C++ exception, which aborts
+            # the process: check, and fail only this request if the grammar has no way on.
+            if not candidates.allows(self.sampler, token):
+                raise EngineError("the grammar allows no next token")
         L.llama_sampler_accept(self.sampler, token)
         return token
 

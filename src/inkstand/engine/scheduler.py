@@ -278,7 +278,15 @@ class Scheduler:
 
     def _take(self, seq: Sequence, logits_index: int, now: float) -> None:
         """Sample the sequence's next token and emit what it releases."""
-        token = self.backend.sample(seq.slot, logits_index)
+        if self.active.get(seq.slot) is not seq:
+            return  # its request failed earlier in this step
+        try:
+            token = self.backend.sample(seq.slot, logits_index)
+        except EngineError as exc:  # e.g. a grammar with no way on: this request only
+            log.error("sampling failed: %s", exc)
+            seq.job.emit(EngineError("The model failed while generating; please retry."))
+            self._release_job(seq.job, forget=True)
+            return
         seq.generated += 1
         seq.next_token = token
         self._note_timing(seq, now)
