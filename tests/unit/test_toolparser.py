@@ -70,6 +70,7 @@ names = st.text(min_size=1, max_size=12)
 calls = st.builds(call_text, names, st.dictionaries(st.text(max_size=5), json_values))
 noise = st.sampled_from(
     ["<", "<tool", OPEN, f"{OPEN}{{", f'{OPEN} {{"name": 1', CLOSE, "}", '"', "\\", " ", "\n"]
+    + [f'{OPEN}{{"name": "\\x", "arguments": ', '{"name": "f", "arguments": ']
 )
 prose = st.text(alphabet="ab <>{}\"'\n_tolc/", max_size=20)
 texts = st.lists(st.one_of(calls, noise, prose), max_size=6).map("".join)
@@ -111,6 +112,11 @@ def test_plain_text_passes_through_untouched():
 def test_a_marker_without_a_call_is_text():
     assert run([f"{OPEN} not json"]).content == f"{OPEN} not json"
     assert run([f'{OPEN}{{"arguments": {{}}, "name": "f"}}']).calls == []
+
+
+def test_a_name_that_is_not_a_json_string_makes_the_marker_text():
+    text = f'{OPEN}{{"name": "a\\q", "arguments": {{}}}}{CLOSE}'
+    assert run([text]) == Parsed(text)
 
 
 def test_a_call_cut_off_ends_where_it_stopped():

@@ -199,11 +199,12 @@ class ToolCallParser:
         status, end, captures = match_steps(self._pending, HEAD)
         if status is Match.PREFIX:
             return False
-        if status is Match.FAIL:  # not a call after all: the marker was text
+        name = _json_string(captures[0]) if status is Match.DONE else None
+        if name is None:  # not a call after all: the marker was text
             self._emit_text(OPEN, events)
             self._state = "text"
             return True
-        events.append(CallStart(self.calls, json.loads(captures[0])))
+        events.append(CallStart(self.calls, name))
         self.calls += 1
         self._pending = self._pending[end:]
         self._scanner = _ValueScanner()
@@ -245,6 +246,13 @@ class ToolCallParser:
             text = body
         if text:
             events.append(Text(text))
+
+
+def _json_string(text: str) -> str | None:
+    try:
+        return json.loads(text)
+    except ValueError:  # e.g. an invalid escape, where no grammar constrained the output
+        return None
 
 
 def _partial_suffix(text: str, marker: str) -> int:
