@@ -261,3 +261,24 @@ def test_integer_bounds_are_enforced(probe, n, valid):
 def test_number_bounds_and_empty_ranges_are_refused(schema, says):
     with pytest.raises(BadRequestError, match=says):
         schema_grammar(schema, "`s`")
+
+
+def nested(depth: int, leaf: dict) -> dict:
+    for _ in range(depth):
+        leaf = {"type": "object", "properties": {"a": leaf}, "required": ["a"]}
+    return leaf
+
+
+def test_deep_schemas_are_refused_not_crashed():
+    schema_grammar(nested(30, {"type": "integer"}), "`s`")
+    with pytest.raises(UnsupportedFeatureError, match="levels deep"):
+        schema_grammar(nested(400, {"type": "integer"}), "`s`")
+    deep_value: list = []
+    for _ in range(600):
+        deep_value = [deep_value]
+    with pytest.raises(UnsupportedFeatureError):
+        schema_grammar({"type": "object", "x-extra": deep_value}, "`s`")
+
+
+def test_an_unknown_meta_schema_is_validated_as_the_latest():
+    schema_grammar({"$schema": "https://example.com/unknown", "type": "object"}, "`s`")

@@ -20,6 +20,7 @@ enforced (`chat/intrange.py`). `format` is an annotation (as JSON Schema says): 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,7 @@ ANNOTATIONS = {
     "type",
     "nullable",
 }
+MAX_DEPTH = 32  # nested subschemas; deeper ones would exhaust the converter's recursion
 BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -112,8 +114,8 @@ class GrammarBuilder:
         check_schema(schema, where)
         prefix = f"s{self._schemas}"
         self._schemas += 1
-        schema = _prefix_defs(copy.deepcopy(schema), prefix)
         try:
+            schema = _prefix_defs(copy.deepcopy(schema), prefix)
             resolved = self._converter.resolve_refs(schema, prefix)
             return self._converter.visit(resolved, prefix)
         except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
@@ -157,14 +159,17 @@ def check_schema(schema: Any, where: str) -> None:
     """400 unless `schema` is a valid JSON Schema object that a grammar can fully express."""
     if not isinstance(schema, dict):
         raise BadRequestError(f"{where} must be a JSON Schema object.")
+    nodes = list(_subschemas(schema, "", where))  # depth-checked before anything recurses
     try:
-        validator_for(schema).check_schema(schema)
+        with warnings.catch_warnings():  # an unknown `$schema` is validated as the latest
+            warnings.simplefilter("ignore", DeprecationWarning)
+            validator_for(schema).check_schema(schema)
     except MetaSchemaError as exc:
         path = "".join(f"[{p!r}]" for p in exc.path)
         raise BadRequestError(
             f"{where} is not a valid JSON Schema: {exc.message} (at {path or 'the top'})."
         ) from exc
-    for path, node in _subschemas(schema, ""):
+    for path, node in nodes:
         _check_node(node, f"{where}{path}")
 
 
@@ -215,24 +220,31 @@ def _check_bounds(node: dict[str, Any], where: str) -> None:
         raise BadRequestError(f"{where} allows no integer: its bounds exclude every value.")
 
 
-def _subschemas(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _subschemas(
+    node: Any, path: str, where: str, depth: int = 0
+) -> Iterator[tuple[str, dict[str, Any]]]:
     if not isinstance(node, dict):
         return
+    if depth > MAX_DEPTH:
+        raise UnsupportedFeatureError(
+            f"{where} nests schemas more than {MAX_DEPTH} levels deep (at {path})."
+        )
     yield path, node
+    below = depth + 1
     for key in SUBSCHEMA_MAPS:
         for name, sub in (node.get(key) or {}).items():
-            yield from _subschemas(sub, f"{path}.{key}.{name}")
+            yield from _subschemas(sub, f"{path}.{key}.{name}", where, below)
     for key in SUBSCHEMA_LISTS:
         if isinstance(node.get(key), list):
             for i, sub in enumerate(node[key]):
-                yield from _subschemas(sub, f"{path}.{key}[{i}]")
+                yield from _subschemas(sub, f"{path}.{key}[{i}]", where, below)
     for key in SUBSCHEMAS:
         sub = node.get(key)
         if isinstance(sub, list):  # draft 4 tuple `items`
             for i, item in enumerate(sub):
-                yield from _subschemas(item, f"{path}.{key}[{i}]")
+                yield from _subschemas(item, f"{path}.{key}[{i}]", where, below)
         else:
-            yield from _subschemas(sub, f"{path}.{key}")
+            yield from _subschemas(sub, f"{path}.{key}", where, below)
 
 
 def _prefix_defs(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
