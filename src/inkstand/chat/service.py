@@ -12,18 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
 from inkstand.chat.catalog import Catalog, ServedModel
-from inkstand.chat.chunks import (
-    ChoiceResult,
-    ChunkFactory,
-    completion_body,
-    tool_call_body,
-    usage_body,
-)
+from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
 from inkstand.chat.output import OutputPlan, plan_output
 from inkstand.chat.prompt import render_prompt
 from inkstand.chat.toolformat import tool_format
-from inkstand.chat.toolparser import Arguments, CallStart, Text, ToolCallParser, ToolEvent
 from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
@@ -105,7 +99,7 @@ class ChatService:
                 _collect(choices[event.index], event, plan.usage)
         if plan.output.parse_calls:
             for choice in choices:
-                _extract_calls(choice)
+                extract_calls(choice)
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -126,31 +120,6 @@ def _collect(choice: ChoiceResult, event: Event, usage: Usage) -> None:
     elif isinstance(event, Finish):
         choice.finish_reason = event.reason
         _count(usage, event)
-
-
-def _extract_calls(choice: ChoiceResult) -> None:
-    """Move the tool calls in a finished choice's text into `tool_calls`."""
-    parser = ToolCallParser()
-    events = parser.feed(choice.text) + parser.finish()
-    choice.text = "".join(e.text for e in events if isinstance(e, Text))
-    calls: list[dict] = []
-    for event in events:
-        if isinstance(event, CallStart):
-            calls.append(tool_call_body(event.index, new_call_id(), event.name, ""))
-        elif isinstance(event, Arguments):
-            calls[event.index]["function"]["arguments"] += event.text
-    if calls:
-        choice.tool_calls = calls
-        choice.finish_reason = finish_reason(choice.finish_reason, True)
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def finish_reason(engine_reason: str, called: bool) -> str:
-    """`tool_calls` when the model ended its turn with calls; a cut-off stays `length`."""
-    return "tool_calls" if called and engine_reason == "stop" else engine_reason
 
 
 def _count(usage: Usage, finish: Finish) -> None:
@@ -186,9 +155,7 @@ class ChatStream:
         options = plan.request.stream_options
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
-        calls = [
-            _CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)
-        ]
+        calls = [CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)]
         finished = 0
         async for event in _chain(self._first, self._events):
             tracker = calls[event.index]
@@ -213,36 +180,6 @@ class ChatStream:
 
     async def aclose(self) -> None:
         await self._stack.aclose()
-
-
-class _CallChunks:
-    """One streamed choice's text through the tool-call parser, as Writer chunks."""
-
-    def __init__(self, factory: ChunkFactory, index: int) -> None:
-        self.factory = factory
-        self.index = index
-        self.parser = ToolCallParser()
-
-    def feed(self, text: str, tokens: list | None) -> list[dict]:
-        chunks = self._chunks(self.parser.feed(text))
-        if tokens is not None:  # log-probabilities ride on a content chunk of their own
-            chunks.append(self.factory.content(self.index, "", tokens))
-        return chunks
-
-    def finish(self) -> list[dict]:
-        return self._chunks(self.parser.finish())
-
-    def _chunks(self, events: list[ToolEvent]) -> list[dict]:
-        out = []
-        for event in events:
-            if isinstance(event, Text):
-                out.append(self.factory.content(self.index, event.text, None))
-            elif isinstance(event, CallStart):
-                call_id = new_call_id()
-                out.append(self.factory.call_start(self.index, event.index, call_id, event.name))
-            elif isinstance(event, Arguments):
-                out.append(self.factory.call_arguments(self.index, event.index, event.text))
-        return out
 
 
 async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
