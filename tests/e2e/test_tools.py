@@ -76,7 +76,7 @@ def test_documented_tool_calling_loop(client: writerai.Writer):
     assert follow_up.usage.prompt_tokens > plain.usage.prompt_tokens + replayed
 
 
-def test_required_calls_all_validate(http):
+def test_required_calls_all_validate(http, writer_schema):
     clock = {"type": "function", "function": {"name": "time", "parameters": {"type": "object"}}}
     body = {
         "model": MODEL,
@@ -86,7 +86,10 @@ def test_required_calls_all_validate(http):
         "temperature": 0,
         "max_tokens": 120,
     }
-    choice = http.post("/v1/chat", json=body).json()["choices"][0]
+    answer = http.post("/v1/chat", json=body).json()
+    problems = list(writer_schema["chat_response"].iter_errors(answer))
+    assert not problems, problems
+    choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     calls = choice["message"]["tool_calls"]
     assert calls and [c["index"] for c in calls] == list(range(len(calls)))
