@@ -216,3 +216,45 @@ def test_auto_arms_the_grammar_once_a_call_starts(http):
         assert choice["finish_reason"] == "tool_calls"
     for call in choice["message"]["tool_calls"] or []:
         valid(WEATHER_PARAMS, call["function"]["arguments"])
+
+
+def test_every_choice_of_n_follows_the_grammar(http):
+    body = {
+        "model": MODEL,
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": named("get_weather"),
+        "n": 3,
+        "temperature": 1.0,
+        "max_tokens": 60,
+    }
+    choices = http.post("/v1/chat", json=body).json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    for choice in choices:
+        assert choice["finish_reason"] == "tool_calls"
+        (call,) = choice["message"]["tool_calls"]
+        valid(WEATHER_PARAMS, call["function"]["arguments"])
+
+
+def test_streamed_tool_calls_with_logprobs_keep_their_shape(client: writerai.Writer):
+    with client.chat.stream(
+        model=MODEL,
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        logprobs=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+        max_tokens=60,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [e.type for e in events].count("tool_calls.function.arguments.done") == len(
+        choice.message.tool_calls
+    )
+    assert (
+        choice.logprobs is not None
+        and len(choice.logprobs.content) == final.usage.completion_tokens
+    )
