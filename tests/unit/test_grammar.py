@@ -68,7 +68,13 @@ class Person(BaseModel):
     past: list[Address]
 
 
+class Tree(BaseModel):
+    name: str
+    children: list[Tree]
+
+
 PERSON = to_strict_json_schema(Person)
+TREE = to_strict_json_schema(Tree)
 OBJECT = {
     "type": "object",
     "properties": {"city": {"type": "string", "maxLength": 5}, "n": {"type": "integer"}},
@@ -109,6 +115,8 @@ OBJECT = {
             True,
         ),
         (PERSON, '{"name": "Ann", "age": 3, "kind": "c"}', False),
+        (TREE, '{"name": "a", "children": [{"name": "b", "children": []}]}', True),
+        (TREE, '{"name": "a", "children": [{"name": "b"}]}', False),
     ],
 )
 def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
