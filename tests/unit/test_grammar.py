@@ -290,3 +290,23 @@ def test_deep_schemas_are_refused_not_crashed():
 
 def test_an_unknown_meta_schema_is_validated_as_the_latest():
     schema_grammar({"$schema": "https://example.com/unknown", "type": "object"}, "`s`")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "maxItems": 200_000},
+        {"type": "string", "maxLength": 5000},
+        {"type": "integer", "minimum": 10**40},
+    ],
+    ids=["maxItems", "maxLength", "huge bound"],
+)
+def test_counts_a_grammar_cannot_hold_are_refused(schema):
+    # 200,000 nested repetitions crash llama.cpp's grammar parser (a stack overflow).
+    with pytest.raises(UnsupportedFeatureError, match="over"):
+        schema_grammar(schema, "`s`")
+
+
+def test_the_largest_allowed_counts_compile(probe):
+    schema = {"type": "array", "items": {"type": "string", "maxLength": 1000}, "maxItems": 1000}
+    assert probe.accepts(schema_grammar(schema, "`s`"), '["a", "b"]')

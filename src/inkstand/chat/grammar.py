@@ -78,6 +78,11 @@ ANNOTATIONS = {
     "nullable",
 }
 MAX_DEPTH = 32  # nested subschemas; deeper ones would exhaust the converter's recursion
+# Counted repetitions become nested rules; llama.cpp's grammar parser recurses through them
+# and crashes the process (stack overflow) somewhere past 20,000.
+MAX_REPEAT = 1000
+COUNTS = ("minItems", "maxItems", "minLength", "maxLength")
+MAX_BOUND_DIGITS = 30
 BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -185,6 +190,7 @@ def _check_node(node: dict[str, Any], where: str) -> None:
             "cannot enforce; remove it from the schema."
         )
     _check_bounds(node, where)
+    _check_counts(node, where)
     ref = node.get("$ref")
     if ref is not None and not ref.startswith("#/"):
         raise UnsupportedFeatureError(
@@ -206,6 +212,15 @@ def _check_node(node: dict[str, Any], where: str) -> None:
         )
 
 
+def _check_counts(node: dict[str, Any], where: str) -> None:
+    large = [k for k in COUNTS if isinstance(node.get(k), int) and node[k] > MAX_REPEAT]
+    if large:
+        raise UnsupportedFeatureError(
+            f"{where} has {', '.join(f'`{k}`' for k in large)} over {MAX_REPEAT}, more than a "
+            "grammar can count; use a smaller limit or none."
+        )
+
+
 def _check_bounds(node: dict[str, Any], where: str) -> None:
     bounds = sorted(BOUNDS & set(node))
     if not bounds:
@@ -216,6 +231,10 @@ def _check_bounds(node: dict[str, Any], where: str) -> None:
             'enforces only on `"type": "integer"`; remove it from the schema.'
         )
     low, high = integer_bounds(node)
+    if any(b is not None and len(str(abs(b))) > MAX_BOUND_DIGITS for b in (low, high)):
+        raise UnsupportedFeatureError(
+            f"{where} has an integer bound over {MAX_BOUND_DIGITS} digits; use a smaller one."
+        )
     if low is not None and high is not None and low > high:
         raise BadRequestError(f"{where} allows no integer: its bounds exclude every value.")
 
