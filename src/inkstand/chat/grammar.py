@@ -13,7 +13,9 @@ part), `patternProperties`, `propertyNames`, `dependentRequired`, `dependentSche
 remote `$ref`s, `prefixItems` together with `items`, a type list with other constraints,
 `required` names missing from `properties`, and bounds (`minimum`, `maximum`,
 `exclusiveMinimum`, `exclusiveMaximum`) on anything but integers: integer bounds are
-enforced (`chat/intrange.py`). `format` is an annotation (as JSON Schema says): `date`, `time`,
+enforced (`chat/intrange.py`). Limits: subschemas nested at most 32 deep, counts
+(`minItems`, `maxItems`, `minLength`, `maxLength`) at most 1,000, integer bounds at most 30
+digits. `format` is an annotation (as JSON Schema says): `date`, `time`,
 `date-time` and `uuid` are enforced, others are not. `oneOf` is generated as `anyOf`.
 """
 
