@@ -117,6 +117,9 @@ OBJECT = {
         (PERSON, '{"name": "Ann", "age": 3, "kind": "c"}', False),
         (TREE, '{"name": "a", "children": [{"name": "b", "children": []}]}', True),
         (TREE, '{"name": "a", "children": [{"name": "b"}]}', False),
+        ({"allOf": [{"type": "string", "maxLength": 2}], "title": "t"}, '"ab"', True),
+        ({"allOf": [{"type": "string", "maxLength": 2}], "title": "t"}, '"abc"', False),
+        ({"allOf": [{"type": "string", "maxLength": 2}], "title": "t"}, "{}", False),
     ],
 )
 def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
@@ -133,6 +136,7 @@ def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
         ("pattern", {"type": "string", "pattern": "^a+$"}),
         ("uniqueItems", {"type": "array", "uniqueItems": True}),
         ("allOf", {"allOf": [{"type": "object"}, {"required": []}]}),
+        ("allOf", {"allOf": [{"type": "string"}], "minLength": 2}),
         ("$ref", {"$ref": "https://example.com/schema.json"}),
         ("`x`", {"type": "object", "required": ["x"]}),
         ("`minLength`", {"type": ["string", "null"], "minLength": 2}),

@@ -6,9 +6,9 @@ characters, which JSON forbids inside strings; ours does not.
 
 The converter silently ignores what it cannot express, so every schema is first checked
 here: a keyword the grammar cannot honour gets a 400 that names it and where it is, never
-output that only looks compliant. Refused: `not`, `if`/`then`/`else`, `allOf` (more than one
-part), `patternProperties`, `propertyNames`, `dependentRequired`, `dependentSchemas`,
-`dependencies`, `unevaluatedProperties`, `unevaluatedItems`, `contains`, `uniqueItems`,
+output that only looks compliant. Refused: `not`, `if`/`then`/`else`, `allOf` (except one
+part with annotations, which is inlined), `patternProperties`, `propertyNames`,
+`dependentRequired`, `dependentSchemas`, `dependencies`, `unevaluatedProperties`, `unevaluatedItems`, `contains`, `uniqueItems`,
 `minProperties`, `maxProperties`, `multipleOf`, `pattern`, `$dynamicRef`, `$recursiveRef`,
 remote `$ref`s, `prefixItems` together with `items`, a type list with other constraints,
 `required` names missing from `properties`, and bounds (`minimum`, `maximum`,
@@ -184,8 +184,8 @@ def _check_node(node: dict[str, Any], where: str) -> None:
     found = [k for k in UNSUPPORTED if k in node]
     if node.get("uniqueItems") is True:
         found.append("uniqueItems")
-    if len(node.get("allOf", ())) > 1:
-        found.append("allOf")
+    if "allOf" in node and (len(node["allOf"]) != 1 or set(node) - ANNOTATIONS - {"allOf"}):
+        found.append("allOf")  # only `{"allOf": [one schema]}` (plus annotations) is inlined
     if found:
         raise UnsupportedFeatureError(
             f"{where} uses {', '.join(f'`{k}`' for k in found)}, which constrained output "
@@ -278,6 +278,8 @@ def _prefix_defs(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
             return [rename(n) for n in node]
         if not isinstance(node, dict):
             return node
+        if "allOf" in node:  # checked: exactly one part and annotations; use the part
+            return rename(node["allOf"][0])
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str) and value.startswith("#/"):
