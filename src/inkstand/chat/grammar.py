@@ -8,15 +8,16 @@ The converter silently ignores what it cannot express, so every schema is first 
 here: a keyword the grammar cannot honour gets a 400 that names it and where it is, never
 output that only looks compliant. Refused: `not`, `if`/`then`/`else`, `allOf` (except one
 part with annotations, which is inlined), `patternProperties`, `propertyNames`,
-`dependentRequired`, `dependentSchemas`, `dependencies`, `unevaluatedProperties`, `unevaluatedItems`, `contains`, `uniqueItems`,
-`minProperties`, `maxProperties`, `multipleOf`, `pattern`, `$dynamicRef`, `$recursiveRef`,
-remote `$ref`s, `prefixItems` together with `items`, a type list with other constraints,
-`required` names missing from `properties`, and bounds (`minimum`, `maximum`,
-`exclusiveMinimum`, `exclusiveMaximum`) on anything but integers: integer bounds are
-enforced (`chat/intrange.py`). Limits: subschemas nested at most 32 deep, counts
-(`minItems`, `maxItems`, `minLength`, `maxLength`) at most 1,000, integer bounds at most 30
-digits. `format` is an annotation (as JSON Schema says): `date`, `time`,
-`date-time` and `uuid` are enforced, others are not. `oneOf` is generated as `anyOf`.
+`dependentRequired`, `dependentSchemas`, `dependencies`, `unevaluatedProperties`,
+`unevaluatedItems`, `contains`, `uniqueItems`, `minProperties`, `maxProperties`,
+`multipleOf`, `pattern`, `$dynamicRef`, `$recursiveRef`, remote `$ref`s, `prefixItems`
+together with `items`, a type list with other constraints, `required` names missing from
+`properties`, and bounds (`minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`) on
+anything but integers: integer bounds are enforced (`chat/intrange.py`). Limits: subschemas
+nested at most 32 deep, counts (`minItems`, `maxItems`, `minLength`, `maxLength`) at most
+1,000, integer bounds at most 30 digits. `format` is an annotation (as JSON Schema says):
+`date`, `time`, `date-time` and `uuid` are enforced, others are not. `oneOf` is generated
+as `anyOf`.
 """
 
 from __future__ import annotations
