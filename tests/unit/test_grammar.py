@@ -137,6 +137,8 @@ def test_grammar_accepts_exactly_valid_json(probe, schema, text, valid):
         ("uniqueItems", {"type": "array", "uniqueItems": True}),
         ("allOf", {"allOf": [{"type": "object"}, {"required": []}]}),
         ("allOf", {"allOf": [{"type": "string"}], "minLength": 2}),
+        ("oneOf", {"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}),
+        ("oneOf", {"oneOf": [{"type": "integer"}, {"type": "number"}]}),
         ("$ref", {"$ref": "https://example.com/schema.json"}),
         ("`x`", {"type": "object", "required": ["x"]}),
         ("`minLength`", {"type": ["string", "null"], "minLength": 2}),
@@ -314,3 +316,35 @@ def test_counts_a_grammar_cannot_hold_are_refused(schema):
 def test_the_largest_allowed_counts_compile(probe):
     schema = {"type": "array", "items": {"type": "string", "maxLength": 1000}, "maxItems": 1000}
     assert probe.accepts(schema_grammar(schema, "`s`"), '["a", "b"]')
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    lives: int
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    good: bool
+
+
+class Pet(BaseModel):
+    pet: Cat | Dog = Field(discriminator="kind")
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ('{"pet": {"kind": "cat", "lives": 9}}', True),
+        ('{"pet": {"kind": "dog", "good": true}}', True),
+        ('{"pet": {"kind": "dog", "lives": 9}}', False),
+    ],
+)
+def test_a_discriminated_union_is_accepted_as_one_of(probe, text, valid):
+    schema = to_strict_json_schema(Pet)
+    assert "oneOf" in json.dumps(schema)
+    assert probe.accepts(schema_grammar(schema, "`s`"), text) is valid
+
+
+def test_one_of_with_distinct_types_is_accepted():
+    schema_grammar({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "`s`")

@@ -16,13 +16,15 @@ together with `items`, a type list with other constraints, `required` names miss
 anything but integers: integer bounds are enforced (`chat/intrange.py`). Limits: subschemas
 nested at most 32 deep, counts (`minItems`, `maxItems`, `minLength`, `maxLength`) at most
 1,000, integer bounds at most 30 digits. `format` is an annotation (as JSON Schema says):
-`date`, `time`, `date-time` and `uuid` are enforced, others are not. `oneOf` is generated
-as `anyOf`.
+`date`, `time`, `date-time` and `uuid` are enforced, others are not. `oneOf` is accepted
+when its alternatives cannot overlap (distinct types, or objects told apart by a required
+`const` property, as pydantic's discriminated unions are) and generated as `anyOf`.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -179,6 +181,62 @@ def check_schema(schema: Any, where: str) -> None:
         ) from exc
     for path, node in nodes:
         _check_node(node, f"{where}{path}")
+        if "oneOf" in node and not _disjoint(node["oneOf"], schema):
+            raise UnsupportedFeatureError(
+                f"{where}{path} has `oneOf` alternatives that may overlap, and a grammar "
+                "cannot make the output match exactly one; use `anyOf`, or distinct types or "
+                "a `const` discriminator property."
+            )
+
+
+def _disjoint(alternatives: list[Any], root: dict[str, Any]) -> bool:
+    """Whether no JSON value can match two of `alternatives` (checked conservatively)."""
+    resolved = [_local(alt, root) for alt in alternatives]
+    if not all(isinstance(alt, dict) for alt in resolved):
+        return False
+    types = [alt.get("type") for alt in resolved]
+    if all(isinstance(t, str) for t in types) and len(set(types)) == len(types):
+        return not {"integer", "number"} <= set(types)
+    return _discriminated(resolved, root)
+
+
+def _discriminated(alternatives: list[dict[str, Any]], root: dict[str, Any]) -> bool:
+    """Objects that all require one property whose single allowed value differs."""
+    shared = set.intersection(*(set(alt.get("required", ())) for alt in alternatives))
+    for name in shared:
+        values = [_single_value(_local(_property(alt, name), root)) for alt in alternatives]
+        if all(v is not None for v in values) and len({json.dumps(v) for v in values}) == len(
+            values
+        ):
+            return True
+    return False
+
+
+def _property(schema: dict[str, Any], name: str) -> Any:
+    properties = schema.get("properties")
+    return properties.get(name) if isinstance(properties, dict) else None
+
+
+def _single_value(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return [schema["const"]]
+    enum = schema.get("enum")
+    return [enum[0]] if isinstance(enum, list) and len(enum) == 1 else None
+
+
+def _local(schema: Any, root: dict[str, Any]) -> Any:
+    """`schema`, or what its local `$ref` points to."""
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return schema
+    target: Any = root
+    for part in ref[2:].split("/"):
+        if not isinstance(target, dict) or part not in target:
+            return None
+        target = target[part]
+    return target
 
 
 def _check_node(node: dict[str, Any], where: str) -> None:
