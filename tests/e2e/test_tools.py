@@ -258,3 +258,28 @@ def test_streamed_tool_calls_with_logprobs_keep_their_shape(client: writerai.Wri
         choice.logprobs is not None
         and len(choice.logprobs.content) == final.usage.completion_tokens
     )
+
+
+class GetWeather(BaseModel):
+    """Get the current weather in a city."""
+
+    city: str
+    days: int
+
+
+def test_parse_turns_strict_tool_arguments_into_the_model(client: writerai.Writer):
+    tool = writerai.pydantic_function_tool(GetWeather)
+    tool["function"]["strict"] = True  # parse() requires it; the helper leaves it out
+    completion = client.chat.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Oslo for the next 3 days?"}],
+        response_format=GetWeather,  # parse() requires one; a forced call leaves no content
+        tools=[tool],
+        tool_choice=named("GetWeather"),
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert isinstance(call.function.parsed_arguments, GetWeather)
