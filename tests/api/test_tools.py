@@ -283,7 +283,10 @@ def bad_tool(**function) -> dict:
 
 
 BAD = {
-    "tool without a name": ({"tools": [bad_tool(description="x")]}, "name"),
+    "tool without a name": (
+        {"tools": [bad_tool(description="x")]},
+        "`tools[0].function.name` is missing",
+    ),
     "empty name": ({"tools": [bad_tool(name=" ")]}, "`tools[0].function.name` is empty"),
     "parameters not an object schema": (
         {"tools": [bad_tool(name="f", parameters={"type": "string"})]},
@@ -293,7 +296,10 @@ BAD = {
         {"tools": [bad_tool(name="f", parameters={"type": "strin"})]},
         "not a valid JSON Schema",
     ),
-    "parameters a list": ({"tools": [bad_tool(name="f", parameters=[1])]}, "parameters"),
+    "parameters a list": (
+        {"tools": [bad_tool(name="f", parameters=[1])]},
+        "`tools[0].function.parameters` (function `f`) must be a JSON Schema object",
+    ),
     "unknown tool type": ({"tools": [{"type": "magic", "function": {"name": "f"}}]}, "magic"),
     "duplicate names": ({"tools": [CLOCK, CLOCK]}, "repeats the function name `time`"),
     "tool_choice names an absent function": (

@@ -84,8 +84,9 @@ def read_functions(request: ChatRequest) -> list[Function]:
 
 def _read_function(i: int, tool: FunctionTool, seen: set[str]) -> Function:
     name = tool.function.name
-    if not name.strip():
-        raise BadRequestError(f"`tools[{i}].function.name` is empty; give the function a name.")
+    if name is None or not name.strip():
+        state = "missing" if name is None else "empty"
+        raise BadRequestError(f"`tools[{i}].function.name` is {state}; give the function a name.")
     if name in seen:
         raise BadRequestError(
             f"`tools[{i}]` repeats the function name `{name}`; function names must be unique."
@@ -93,7 +94,7 @@ def _read_function(i: int, tool: FunctionTool, seen: set[str]) -> Function:
     params = tool.function.parameters
     if params is not None:
         where = f"`tools[{i}].function.parameters` (function `{name}`)"
-        check_schema(params, where)
+        check_schema(params, where)  # a 400 unless it is a JSON Schema object
         if params.get("type", "object") != "object":
             raise BadRequestError(
                 f'{where} must describe an object (`"type": "object"`), not '
