@@ -23,21 +23,42 @@ class StreamError(RuntimeError):
     """The server answered with an error status or an `event: error` frame."""
 
 
-def sse_payloads(response: httpx.Response) -> Iterator[dict]:
-    """The JSON payload of every `data:` event up to `[DONE]`; comments are skipped."""
-    event = "message"
-    for line in response.iter_lines():
+class SSEReader:
+    """The lines of a server-sent event stream in, their JSON payloads out, up to `[DONE]`.
+
+    `feed` returns a `data:` line's payload, or None for any other line; an `event: error`
+    frame raises `StreamError`; `done` turns True at `data: [DONE]`.
+    """
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.done = False
+
+    def feed(self, line: str) -> dict | None:
         if not line:
-            event = "message"
+            self.event = "message"
         elif line.startswith("event:"):
-            event = line[6:].strip()
+            self.event = line[6:].strip()
         elif line.startswith("data:"):
             data = line[5:].strip()
             if data == "[DONE]":
-                return
-            if event == "error":
-                raise StreamError(f"error event in stream: {data}")
-            yield json.loads(data)
+                self.done = True
+            elif self.event == "error":
+                raise StreamError(f"error event in stream: {data[:500]}")
+            else:
+                return json.loads(data)
+        return None
+
+
+def sse_payloads(response: httpx.Response) -> Iterator[dict]:
+    """The JSON payload of every `data:` event up to `[DONE]`; comments are skipped."""
+    reader = SSEReader()
+    for line in response.iter_lines():
+        payload = reader.feed(line)
+        if reader.done:
+            return
+        if payload is not None:
+            yield payload
 
 
 def _post_stream(client: httpx.Client, url: str, body: dict, headers: dict) -> Iterator[dict]:

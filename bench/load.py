@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
+from clients import SSEReader
 
 PATHS = {"writer": "/v1/chat", "openai": "/v1/chat/completions", "legacy": "/v1/chat/completions"}
 
@@ -89,7 +90,7 @@ async def send(
         else:
             await _whole(client, base_url + PATHS[dialect], body, headers, trace)
         _count_tokens(dialect, body, trace)
-    except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
+    except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:  # StreamError included
         trace.error = f"{type(exc).__name__}: {exc}"[:500]
     trace.end = time.perf_counter()
     return trace
@@ -108,19 +109,13 @@ async def _stream(client, url: str, body: dict, headers: dict, trace: Trace) -> 
         if response.status_code != 200:
             await response.aread()
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-        event = "message"
+        reader = SSEReader()
         async for line in response.aiter_lines():
-            if not line:
-                event = "message"
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                if event == "error":
-                    raise RuntimeError(f"error event: {data[:300]}")
-                _chunk(json.loads(data), trace, parts)
+            payload = reader.feed(line)
+            if reader.done:
+                break
+            if payload is not None:
+                _chunk(payload, trace, parts)
     trace.text = "".join(parts)
 
 

@@ -22,6 +22,8 @@ logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 import llama_cpp as L  # noqa: E402  (after quieting its logger, which it reads at load)
 
+UBATCH = 512  # tokens per graph computation: llama.cpp's default, its compute buffers' size
+
 
 class LlamaCppBackend:
     """One llama.cpp model and context holding `n_seq_max` sequence slots.
@@ -29,6 +31,10 @@ class LlamaCppBackend:
     Each slot gets its own KV stream of `n_ctx` tokens (`kv_unified = False`): a token then
     attends only over its own sequence's cells. Copying a slot's KV into another (`fork`)
     copies the stream. See docs/benchmarks.md for how this compares with a unified buffer.
+
+    A `decode` call takes up to `n_batch` tokens (2048, as llama-server): enough for the
+    prompts of a whole burst of new requests in one call, so they all start generating in
+    the same step. llama.cpp computes them `UBATCH` tokens at a time.
     """
 
     def __init__(
@@ -38,7 +44,7 @@ class LlamaCppBackend:
         n_ctx: int,
         n_threads: int,
         n_seq_max: int = 1,
-        n_batch: int = 512,
+        n_batch: int = 2048,
         kv_unified: bool = False,
     ) -> None:
         if not Path(path).is_file():
@@ -53,6 +59,7 @@ class LlamaCppBackend:
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
         self._samplers: dict[int, ctypes.c_void_p] = {}
+        self._greedy: dict[int, bool] = {}  # seq -> its chain is greedy alone (argmax will do)
         self._constraints: dict[int, Constraint] = {}  # slot -> its grammar, if any
         self._candidates = Candidates(self.n_vocab)
         self._pieces: dict[int, bytes] = {}
@@ -74,7 +81,7 @@ class LlamaCppBackend:
         params.n_ctx = n_ctx if kv_unified else n_ctx * n_seq_max
         params.kv_unified = kv_unified
         params.n_batch = n_batch
-        params.n_ubatch = n_batch
+        params.n_ubatch = min(n_batch, UBATCH)
         params.n_seq_max = n_seq_max
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
@@ -151,8 +158,10 @@ class LlamaCppBackend:
                 lambda text: self.tokenize(text, add_special=False),
             )
         self._samplers[seq_id] = self._sampler_chain(sampling)
+        self._greedy[seq_id] = sampling.greedy
 
     def end(self, seq_id: int) -> None:
+        self._greedy.pop(seq_id, None)
         sampler = self._samplers.pop(seq_id, None)
         if sampler is not None:
             L.llama_sampler_free(sampler)
@@ -215,18 +224,29 @@ class LlamaCppBackend:
         return logits_at
 
     def sample(self, seq_id: int, logits_index: int) -> int:
+        """The sequence's next token from its sampler chain, under its grammar if it has one.
+
+        Greedy without a grammar takes the argmax of the logits directly: the same token
+        (the first of equal maxima, as llama.cpp's greedy sampler picks), without building
+        the chain's candidate array over the whole vocabulary every token.
+        """
         constraint = self._constraints.get(seq_id)
-        if constraint is None:
-            return int(L.llama_sampler_sample(self._samplers[seq_id], self._ctx, logits_index))
-        logits = L.llama_get_logits_ith(self._ctx, logits_index)
-        token = constraint.sample(self._samplers[seq_id], self._candidates, logits)
-        if not self.is_eog(token):
-            constraint.watch(self.token_bytes(token), self._candidates)
-        return token
+        if constraint is not None:
+            logits = L.llama_get_logits_ith(self._ctx, logits_index)
+            token = constraint.sample(self._samplers[seq_id], self._candidates, logits)
+            if not self.is_eog(token):
+                constraint.watch(self.token_bytes(token), self._candidates)
+            return token
+        if self._greedy.get(seq_id):
+            return int(self._logits(logits_index).argmax())
+        return int(L.llama_sampler_sample(self._samplers[seq_id], self._ctx, logits_index))
+
+    def _logits(self, logits_index: int) -> np.ndarray:
+        ptr = L.llama_get_logits_ith(self._ctx, logits_index)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def logprob(self, logits_index: int, token: int) -> float:
-        ptr = L.llama_get_logits_ith(self._ctx, logits_index)
-        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        logits = self._logits(logits_index).astype(np.float64)
         top = float(logits.max())
         log_z = top + math.log(float(np.exp(logits - top).sum()))
         return float(logits[token]) - log_z

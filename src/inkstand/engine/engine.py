@@ -130,7 +130,7 @@ class Engine:
                 "Retry shortly.",
                 retry_after=1,
             )
-        job = Job(request, asyncio.get_running_loop())
+        job = Job(request, asyncio.get_running_loop(), self._scheduler.outbox)
         self._inbox.put(job)
         events = EngineStream(job)
         try:

@@ -1,7 +1,8 @@
 """The engine thread's loop: continuous batching over sequence slots, with prefix reuse.
 
-Threading rule: everything here runs on the engine thread, except `Job.cancel` and the
-hand-off inside `Job.emit`, which are safe from any thread.
+Threading rule: everything here runs on the engine thread, except `Job.cancel`, which is
+safe from any thread. Events reach the requests' event loops through the `Outbox`, flushed
+once at the end of every pass of the loop.
 
 One step: drop cancelled requests, expire requests that waited too long, admit waiting
 requests into free slots (reusing each slot's cached prefix), then build one batch holding
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 from inkstand.backends.base import Backend, BatchEntry, KVFullError
 from inkstand.engine.observer import EngineObserver, NullObserver
+from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
@@ -48,9 +50,12 @@ class SchedulerConfig:
 class Job:
     """A request in flight; owned by the engine thread, cancelled from anywhere."""
 
-    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, request: GenerationRequest, loop: asyncio.AbstractEventLoop, outbox: Outbox
+    ) -> None:
         self.request = request
         self.loop = loop
+        self.outbox = outbox
         self.events: asyncio.Queue[Event | InkstandError] = asyncio.Queue()
         self.cancelled = False
         self.enqueued_at = time.monotonic()
@@ -60,10 +65,8 @@ class Job:
         self.cancelled = True
 
     def emit(self, event: Event | InkstandError) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-            self.cancelled = True
+        """Engine thread: queue `event` for the caller; it leaves with the step's flush."""
+        self.outbox.post(self.loop, (self.events, event, self.cancel))
 
 
 @dataclass(eq=False)
@@ -106,6 +109,7 @@ class Scheduler:
         self.active: dict[int, Sequence] = {}
         self.free: set[int] = set(range(backend.n_seq_max))
         self.cache = SlotCache(backend.n_seq_max)
+        self.outbox = Outbox()
         self.n_ctx = backend.info.n_ctx
 
     @property
@@ -119,7 +123,9 @@ class Scheduler:
             self._admit()
             if self.active:
                 self._step()
+            self.outbox.flush()
         self._shutdown()
+        self.outbox.flush()
 
     # -- admission -----------------------------------------------------------------------
     def _collect(self, *, block: bool) -> bool:

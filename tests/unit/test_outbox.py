@@ -1,0 +1,44 @@
+"""The outbox: a step's events reach each event loop in one hand-off, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from inkstand.engine.outbox import Outbox
+
+
+class RecordingLoop:
+    def __init__(self, closed: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.closed = closed
+
+    def call_soon_threadsafe(self, callback, *args):
+        if self.closed:
+            raise RuntimeError("Event loop is closed")
+        self.calls.append((callback, args))
+
+
+def test_one_hand_off_per_loop_per_flush_in_posting_order():
+    outbox, first, second = Outbox(), RecordingLoop(), RecordingLoop()
+    queues = [asyncio.Queue() for _ in range(3)]
+    for i, events in enumerate(queues):
+        outbox.post(first, (events, f"token {i}", lambda: None))
+        outbox.post(first, (events, f"finish {i}", lambda: None))
+    outbox.post(second, (queues[0], "other", lambda: None))
+    outbox.flush()
+    assert len(first.calls) == len(second.calls) == 1
+    callback, args = first.calls[0]
+    callback(*args)
+    assert [q.get_nowait() for q in queues for _ in range(2)] == [
+        "token 0", "finish 0", "token 1", "finish 1", "token 2", "finish 2"
+    ]  # fmt: skip
+    outbox.flush()
+    assert len(first.calls) == 1  # nothing new: no hand-off
+
+
+def test_a_closed_loop_cancels_its_requests():
+    outbox, gone = Outbox(), RecordingLoop(closed=True)
+    cancelled = []
+    outbox.post(gone, (asyncio.Queue(), "token", lambda: cancelled.append(1)))
+    outbox.flush()
+    assert cancelled == [1]
