@@ -53,7 +53,7 @@ class HermesFormat:
     @staticmethod
     def native(template: str | None) -> bool:
         """Whether the chat template renders tools itself, in this format."""
-        return bool(template) and OPEN in template and "tools" in template  # type: ignore[operator]
+        return template is not None and OPEN in template and "tools" in template
 
     def instructions(self, functions: list[Function], forced: str | None) -> str:
         """The generic tool prompt, for the system message."""
