@@ -54,10 +54,25 @@ CASES = {
         {"json": chat_body(response_format={"type": "json_schema", "json_schema": {"a": 1}})},
         400,
     ),
-    "function tool": (
+    "tool_choice names an absent function": (
         "POST",
         "/v1/chat",
-        {"json": chat_body(tools=[{"type": "function", "function": {"name": "f"}}])},
+        {
+            "json": chat_body(
+                tools=[{"type": "function", "function": {"name": "f"}}],
+                tool_choice={"type": "function", "function": {"name": "g"}},
+            )
+        },
+        400,
+    ),
+    "unsupported schema feature": (
+        "POST",
+        "/v1/chat",
+        {
+            "json": chat_body(
+                response_format={"type": "json_schema", "json_schema": {"schema": {"not": {}}}}
+            )
+        },
         400,
     ),
     "two built-in tools": (

@@ -22,6 +22,10 @@ IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"
 LONG_PROMPT = [{"role": "user", "content": "word " * (CTX_SIZE + 100)}]
 
 
+def tool(name: str, parameters: dict) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
 def bad(**fields) -> dict:
     return {"json": greedy(**fields)}
 
@@ -56,12 +60,26 @@ CASES = {
     "temperature too high": (bad(temperature=3), 400),
     "top_p zero": (bad(top_p=0), 400),
     "json_schema without schema": (bad(response_format={"type": "json_schema"}), 400),
-    "json_schema format": (
-        bad(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+    "json_schema with only a name": (
+        bad(response_format={"type": "json_schema", "json_schema": {"name": "X"}}),
         400,
     ),
-    "json_object format": (bad(response_format={"type": "json_object"}), 400),
-    "function tool": (bad(tools=[FUNCTION]), 400),
+    "tool without a name": (bad(tools=[{"type": "function", "function": {}}]), 400),
+    "tool parameters not an object schema": (
+        bad(tools=[tool("f", {"type": "string"})]),
+        400,
+    ),
+    "tool parameters not a schema": (bad(tools=[tool("f", {"type": 5})]), 400),
+    "unknown tool type": (bad(tools=[{"type": "magic", "function": {"name": "f"}}]), 400),
+    "duplicate function names": (bad(tools=[FUNCTION, FUNCTION]), 400),
+    "tool_choice names an absent function": (
+        bad(tools=[FUNCTION], tool_choice={"type": "function", "function": {"name": "nope"}}),
+        400,
+    ),
+    "unsupported schema feature": (
+        bad(tools=[tool("f", {"type": "object", "patternProperties": {"^a": {}}})]),
+        400,
+    ),
     "built-in tool": (bad(tools=[WEB_SEARCH]), 400),
     "two built-in tools": (bad(tools=[WEB_SEARCH, LLM]), 400),
     "image fragment": (bad(messages=[{"role": "user", "content": [IMAGE]}]), 400),
@@ -103,17 +121,23 @@ def description(response: httpx.Response) -> str:
     return response.json()["errors"][0]["description"]
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
-        {"response_format": {"type": "json_object"}},
-        {"tools": [FUNCTION]},
-    ],
-    ids=["json_schema", "json_object", "function tools"],
-)
-def test_unserved_features_say_not_available_yet(http, fields):
-    assert "not available" in description(http.post("/v1/chat", json=greedy(**fields)))
+@pytest.mark.parametrize("tool_type", ["graph", "llm", "translation", "vision", "web_search"])
+def test_built_in_tools_say_not_available_yet(http, tool_type):
+    built_in = {
+        "graph": {"graph_ids": ["g"], "subqueries": False},
+        "llm": LLM["function"],
+        "translation": {
+            "model": "palmyra-translate",
+            "formality": False,
+            "length_control": False,
+            "mask_profanity": False,
+        },
+        "vision": {"model": "palmyra-vision", "variables": []},
+        "web_search": WEB_SEARCH["function"],
+    }
+    body = greedy(tools=[{"type": tool_type, "function": built_in[tool_type]}])
+    text = description(http.post("/v1/chat", json=body))
+    assert "not available" in text and tool_type in text
 
 
 def test_image_fragment_is_refused_for_images(http):

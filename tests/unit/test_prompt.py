@@ -1,8 +1,11 @@
 """Prompt rendering with the model's template, in Jinja2's sandbox."""
 
+import json
+
 import pytest
 
-from inkstand.chat.prompt import render_prompt
+from inkstand.chat.prompt import ToolPrompt, render_prompt
+from inkstand.chat.toolformat import Function
 from inkstand.errors import BadRequestError
 from inkstand.schemas.chat import ChatMessage
 
@@ -45,3 +48,101 @@ def test_bos_and_eos_are_passed_to_the_template():
         render_prompt("{{ bos_token }}|{{ eos_token }}", msgs(("user", "x")), bos="<s>", eos="</s>")
         == "<s>|</s>"
     )
+
+
+# -- tools --------------------------------------------------------------------------------
+
+WEATHER = Function(
+    "get_weather",
+    "Current weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+LOOP = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Oslo?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            },
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": "not json"},
+            },
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "Sunny"},
+    {"role": "tool", "tool_call_id": "call_2", "name": "get_weather", "content": "Rain"},
+]
+
+
+def loop_messages():
+    return [ChatMessage.model_validate(m) for m in LOOP]
+
+
+def test_generic_tool_prompt_lists_functions_in_the_system_message():
+    text = render_prompt(
+        None, msgs(("system", "Be brief."), ("user", "Hi")), tools=ToolPrompt((WEATHER,))
+    )
+    system = text.split("<|im_end|>")[0]
+    assert system.startswith("<|im_start|>system\nBe brief.\n\n")
+    listed = [json.loads(line) for line in system.splitlines() if line.startswith('{"name": "get_')]
+    assert listed == [WEATHER.spec()]
+    assert "<tool_call>" in system and "</tool_call>" in system
+
+
+def test_generic_tool_prompt_adds_a_system_message_when_there_is_none():
+    text = render_prompt(None, msgs(("user", "Hi")), tools=ToolPrompt((WEATHER,), "required"))
+    assert text.startswith("<|im_start|>system\nYou can call these functions")
+    assert "You must call at least one function" in text
+
+
+def test_forced_function_is_named_in_the_prompt():
+    text = render_prompt(None, msgs(("user", "Hi")), tools=ToolPrompt((WEATHER,), "get_weather"))
+    assert "You must call the function `get_weather`" in text
+
+
+def test_no_tools_no_tool_prompt():
+    assert "<tool_call>" not in render_prompt(None, msgs(("user", "Hi")), tools=None)
+    assert "<tool_call>" not in render_prompt(None, msgs(("user", "Hi")), tools=ToolPrompt(()))
+
+
+def test_replayed_calls_and_results_become_text():
+    text = render_prompt(None, loop_messages())
+    turns = text.split("<|im_start|>")[1:]
+    roles = [t.split("\n", 1)[0] for t in turns]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    calls = turns[2].removeprefix("assistant\n").removesuffix("<|im_end|>\n")
+    assert calls == (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        '<tool_call>\n{"name": "get_weather", "arguments": "not json"}\n</tool_call>'
+    )
+    results = turns[3].removeprefix("user\n").removesuffix("<|im_end|>\n").split("\n")
+    assert [json.loads(line) for line in results if line.startswith("{")] == [
+        {"name": "get_weather", "content": "Sunny"},
+        {"name": "get_weather", "content": "Rain"},
+    ]
+
+
+NATIVE = (
+    "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}"
+    "{% for m in messages %}{{ m.role }}:"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}"
+    "{{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
+)
+
+
+def test_a_template_with_tool_support_renders_tools_itself():
+    text = render_prompt(NATIVE, loop_messages(), tools=ToolPrompt((WEATHER,)))
+    first = text.split("\n")[0]
+    assert json.loads(first.removeprefix("TOOLS:")) == [
+        {"type": "function", "function": WEATHER.spec()}
+    ]
+    assert '<tool_call>get_weather{"city": "Oslo"}</tool_call>' in text  # arguments as a mapping
+    assert "tool:Sunny" in text and "You can call" not in text

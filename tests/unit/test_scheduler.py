@@ -100,3 +100,34 @@ async def test_close_fails_waiting_requests(backend):
     engine.start()
     engine.close()
     assert not engine._thread.is_alive()
+
+
+class FailingSampler(FakeBackend):
+    """Fails to sample for one slot, as a grammar with no way on would."""
+
+    def __init__(self, bad_slot: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bad_slot = bad_slot
+
+    def sample(self, seq_id: int, logits_index: int) -> int:
+        if seq_id == self.bad_slot:
+            raise EngineError("the grammar allows no next token")
+        return super().sample(seq_id, logits_index)
+
+
+async def test_a_sampling_failure_fails_its_request_and_the_engine_carries_on():
+    backend = FailingSampler(0, reply="ok", n_seq_max=2)
+    engine = Engine(backend)
+    engine.start()
+
+    async def finish_reasons() -> list[str]:
+        async with engine.stream(GenerationRequest((1, 2, 3), 8)) as events:
+            return [e.reason async for e in events if isinstance(e, Finish)]
+
+    try:
+        with pytest.raises(EngineError):
+            await asyncio.wait_for(finish_reasons(), 10)
+        backend.bad_slot = -1
+        assert await asyncio.wait_for(finish_reasons(), 10) == ["stop"]
+    finally:
+        engine.close()

@@ -23,6 +23,11 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1: off; applies over the last 64 tokens
     seed: int | None = None
     logprobs: bool = False
+    # A GBNF grammar (rule `root`) every sampled token must follow; None: unconstrained.
+    grammar: str | None = None
+    # Lazy grammar: words; the grammar applies only once the output contains one of them,
+    # to the output from that word on. Empty: the grammar applies from the first token.
+    grammar_triggers: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -65,6 +70,10 @@ class Backend(Protocol):
     def token_bytes(self, token: int) -> bytes: ...
 
     def is_eog(self, token: int) -> bool: ...
+
+    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+        """Whether the backend accepts `grammar` (read-only; any thread)."""
+        ...
 
     def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
         """Prepare slot `seq_id` for a new request: keep the first `keep` tokens of its KV

@@ -5,6 +5,8 @@ with `reply` and then ends, unless `max_tokens` cuts it short. The fake keeps ea
 as a token list and checks every batch against it (positions must continue the slot's
 cache), so the scheduler's prefix reuse and forks are verified, not assumed. `fail_decodes`
 makes the next that many `decode` calls fail; `kv_full_decodes` makes them report a full KV.
+Grammars are recorded (in `sampling`), not enforced: the reply is the script. The fake
+accepts a grammar when it defines `root`, unless `refuse_grammars` is set.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FakeBackend:
         self.sampled: dict[int, int] = {}  # seq_id -> reply bytes sampled so far
         self.sampling: dict[int, SamplingParams] = {}  # seq_id -> what its request asked for
         self.ended: list[int] = []
+        self.refuse_grammars = False
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return list(text.encode("utf-8"))
@@ -44,6 +47,9 @@ class FakeBackend:
 
     def is_eog(self, token: int) -> bool:
         return token == EOG
+
+    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+        return not self.refuse_grammars and "root ::=" in grammar
 
     def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
         assert seq_id not in self.sampled, f"slot {seq_id} began twice"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
+from inkstand.backends.constraint import Candidates, Constraint, grammar_sampler
 from inkstand.errors import EngineError
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -59,6 +60,8 @@ class LlamaCppBackend:
         self._batch = L.llama_batch_init(n_batch, 0, n_seq_max)
         self._samplers: dict[int, ctypes.c_void_p] = {}
         self._greedy: dict[int, bool] = {}  # seq -> its chain is greedy alone (argmax will do)
+        self._constraints: dict[int, Constraint] = {}  # slot -> its grammar, if any
+        self._candidates = Candidates(self.n_vocab)
         self._pieces: dict[int, bytes] = {}
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.info = self._read_info(path)
@@ -138,25 +141,44 @@ class LlamaCppBackend:
     def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
         self.end(seq_id)
         L.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
-        self._samplers[seq_id] = self._sampler_chain(sampling)
-        self._greedy[seq_id] = sampling.greedy
+        self._start_sampling(seq_id, sampling)
 
     def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
         self.end(dst)
         L.llama_memory_seq_rm(self._mem, dst, -1, -1)
         L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        self._samplers[dst] = self._sampler_chain(sampling)
-        self._greedy[dst] = sampling.greedy
+        self._start_sampling(dst, sampling)
+
+    def _start_sampling(self, seq_id: int, sampling: SamplingParams) -> None:
+        if sampling.grammar is not None:
+            self._constraints[seq_id] = Constraint(
+                self._vocab,
+                sampling.grammar,
+                sampling.grammar_triggers,
+                lambda text: self.tokenize(text, add_special=False),
+            )
+        self._samplers[seq_id] = self._sampler_chain(sampling)
+        self._greedy[seq_id] = sampling.greedy
 
     def end(self, seq_id: int) -> None:
         self._greedy.pop(seq_id, None)
         sampler = self._samplers.pop(seq_id, None)
         if sampler is not None:
             L.llama_sampler_free(sampler)
+        constraint = self._constraints.pop(seq_id, None)
+        if constraint is not None:
+            constraint.free()
+
+    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+        sampler = grammar_sampler(self._vocab, grammar)
+        if not sampler:
+            return False
+        L.llama_sampler_free(sampler)
+        return True
 
     def _sampler_chain(self, sampling: SamplingParams):
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if sampling.greedy:
+        if sampling.greedy and not (sampling.grammar and sampling.repeat_penalty != 1.0):
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
         if sampling.repeat_penalty != 1.0:
@@ -164,6 +186,9 @@ class LlamaCppBackend:
                 self.n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0
             )
             L.llama_sampler_chain_add(chain, penalties)
+        if sampling.greedy:  # constrained: a grammar keeps a small model in loops otherwise
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
         if sampling.top_k > 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(sampling.top_k))
         if sampling.top_p < 1.0:
@@ -199,12 +224,19 @@ class LlamaCppBackend:
         return logits_at
 
     def sample(self, seq_id: int, logits_index: int) -> int:
-        """The sequence's next token from its sampler chain.
+        """The sequence's next token from its sampler chain, under its grammar if it has one.
 
-        Greedy takes the argmax of the logits directly: the same token (the first of equal
-        maxima, as llama.cpp's greedy sampler picks), without building the chain's
-        candidate array over the whole vocabulary every token.
+        Greedy without a grammar takes the argmax of the logits directly: the same token
+        (the first of equal maxima, as llama.cpp's greedy sampler picks), without building
+        the chain's candidate array over the whole vocabulary every token.
         """
+        constraint = self._constraints.get(seq_id)
+        if constraint is not None:
+            logits = L.llama_get_logits_ith(self._ctx, logits_index)
+            token = constraint.sample(self._samplers[seq_id], self._candidates, logits)
+            if not self.is_eog(token):
+                constraint.watch(self.token_bytes(token), self._candidates)
+            return token
         if self._greedy.get(seq_id):
             return int(self._logits(logits_index).argmax())
         return int(L.llama_sampler_sample(self._samplers[seq_id], self._ctx, logits_index))
@@ -220,7 +252,7 @@ class LlamaCppBackend:
         return float(logits[token]) - log_z
 
     def close(self) -> None:
-        for seq_id in list(self._samplers):
+        for seq_id in list(self._samplers) + list(self._constraints):
             self.end(seq_id)
         if self._batch is not None:
             L.llama_batch_free(self._batch)

@@ -43,6 +43,16 @@ class ChoiceResult:
     text: str = ""
     finish_reason: str = "stop"
     tokens: list[TokenInfo] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # already in wire shape
+
+
+def tool_call_body(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
 
 
 def completion_body(
@@ -70,7 +80,7 @@ def _choice(choice: ChoiceResult) -> dict[str, Any]:
         "message": {
             "content": choice.text,
             "role": "assistant",
-            "tool_calls": None,
+            "tool_calls": choice.tool_calls or None,
             "graph_data": empty_graph_data(),
             "llm_data": None,
             "image_data": None,
@@ -124,6 +134,26 @@ class ChunkFactory:
                     "delta": {"role": "assistant", "content": text},
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": logprobs,
+                }
+            ]
+        )
+
+    def call_start(self, index: int, call: int, call_id: str, name: str) -> dict[str, Any]:
+        """A tool call's first fragment: the only one with its id and name (spec 3.4)."""
+        return self._tool_chunk(index, [tool_call_body(call, call_id, name, "")])
+
+    def call_arguments(self, index: int, call: int, text: str) -> dict[str, Any]:
+        return self._tool_chunk(index, [{"index": call, "function": {"arguments": text}}])
+
+    def _tool_chunk(self, index: int, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._chunk(
+            [
+                {
+                    "index": index,
+                    "finish_reason": None,
+                    "delta": {"role": "assistant", "content": None, "tool_calls": calls},
+                    "message": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
                 }
             ]
         )

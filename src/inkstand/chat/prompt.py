@@ -2,11 +2,17 @@
 
 Templates come from GGUF metadata, so they are untrusted: they run in Jinja2's immutable
 sandbox. A model without a template gets ChatML.
+
+Tools (`ToolPrompt`) and the tool loop's history (assistant `tool_calls`, `tool` results)
+go through the template when it renders them in our tool format; otherwise the tool
+format's generic prompt joins the system message, replayed calls become the assistant's
+text and results become a user turn (`chat/toolformat.py`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -14,8 +20,18 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from inkstand.chat.toolformat import Function, HermesFormat, ReplayedCall, tool_format
 from inkstand.errors import BadRequestError, EngineError
 from inkstand.schemas.chat import ChatMessage, TextFragment
+
+
+@dataclass(frozen=True)
+class ToolPrompt:
+    """The functions to show the model, and whether (and which) a call is forced."""
+
+    functions: tuple[Function, ...]
+    forced: str | None = None  # "required", a function name, or None (the model decides)
+
 
 CHATML = (
     "{% for message in messages %}"
@@ -65,20 +81,87 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
     if message.tool_calls:
-        out["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments_value(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
     return out
 
 
+def _arguments_value(arguments: str) -> Any:
+    # Templates written for Hugging Face's convention expect arguments as a mapping.
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def generic_messages(
+    messages: list[ChatMessage], fmt: HermesFormat, tools: ToolPrompt | None
+) -> list[dict[str, Any]]:
+    """Messages for a template that knows nothing of tools: everything becomes text."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            result = fmt.result_text(message.name, message_text(message))
+            if out and out[-1].get("tool_results"):
+                out[-1]["content"] += "\n" + result
+            else:
+                out.append({"role": "user", "content": result, "tool_results": True})
+        elif message.role == "assistant" and message.tool_calls:
+            calls = [
+                ReplayedCall(c.function.name or "", c.function.arguments)
+                for c in message.tool_calls
+            ]
+            text = "\n".join(t for t in (message_text(message), fmt.calls_text(calls)) if t)
+            out.append({"role": "assistant", "content": text})
+        else:
+            out.append(template_message(message))
+    if tools and tools.functions:
+        _add_instructions(out, fmt.instructions(list(tools.functions), tools.forced))
+    for entry in out:
+        entry.pop("tool_results", None)
+    return out
+
+
+def _add_instructions(messages: list[dict[str, Any]], instructions: str) -> None:
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = f"{messages[0]['content']}\n\n{instructions}".lstrip()
+    else:
+        messages.insert(0, {"role": "system", "content": instructions})
+
+
 def render_prompt(
-    template: str | None, messages: list[ChatMessage], *, bos: str = "", eos: str = ""
+    template: str | None,
+    messages: list[ChatMessage],
+    *,
+    bos: str = "",
+    eos: str = "",
+    tools: ToolPrompt | None = None,
 ) -> str:
     compiled = _compile(template or CHATML)
+    fmt = tool_format(template)
+    extra: dict[str, Any] = {}
+    if fmt.native(template):
+        rendered = [template_message(m) for m in messages]
+        if tools and tools.functions:
+            extra["tools"] = [{"type": "function", "function": f.spec()} for f in tools.functions]
+    else:
+        rendered = generic_messages(messages, fmt, tools)
     try:
         return compiled.render(
-            messages=[template_message(m) for m in messages],
+            messages=rendered,
             add_generation_prompt=True,
             bos_token=bos,
             eos_token=eos,
+            **extra,
         )
     except TemplateRaisedError as exc:
         raise BadRequestError(

@@ -13,13 +13,16 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
+from inkstand.chat.output import OutputPlan, plan_output
 from inkstand.chat.prompt import render_prompt
+from inkstand.chat.toolformat import tool_format
 from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
-from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.schemas.chat import ChatRequest, ImageFragment
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ChatPlan:
     served: ServedModel
     generation: GenerationRequest
     n: int
+    output: OutputPlan
     response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
@@ -67,8 +71,20 @@ class ChatService:
         reject_unsupported(request)
         served = self.catalog.resolve(request.model)
         info = served.engine.info
+        output = plan_output(request, tool_format(info.chat_template))
+        if output.grammar is not None and not served.engine.grammar_compiles(
+            output.grammar, output.triggers
+        ):
+            raise UnsupportedFeatureError(
+                "The tools' or the response format's JSON Schema gave a grammar the engine "
+                "cannot load; simplify the schema."
+            )
         prompt = render_prompt(
-            info.chat_template, request.messages, bos=info.bos_text, eos=info.eos_text
+            info.chat_template,
+            request.messages,
+            bos=info.bos_text,
+            eos=info.eos_text,
+            tools=output.tools,
         )
         tokens = tuple(served.engine.tokenize(prompt))
         max_tokens = resolve_max_tokens(request, served, len(tokens))
@@ -79,10 +95,12 @@ class ChatService:
             min_p=served.spec.min_p,
             repeat_penalty=served.spec.repeat_penalty,
             logprobs=bool(request.logprobs),
+            grammar=output.grammar,
+            grammar_triggers=output.triggers,
         )
         n = check_choices("n", request.n or 1, self.limits.max_n, served)
         generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
-        return ChatPlan(request, served, generation, n, usage=Usage(prompt=len(tokens)))
+        return ChatPlan(request, served, generation, n, output, usage=Usage(prompt=len(tokens)))
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [
@@ -92,6 +110,9 @@ class ChatService:
         async with plan.served.engine.stream(plan.generation) as events:
             async for event in events:
                 _collect(choices[event.index], event, plan.usage)
+        if plan.output.parse_calls:
+            for choice in choices:
+                extract_calls(choice)
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -148,18 +169,28 @@ class ChatStream:
         options = plan.request.stream_options
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
+        calls = [CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)]
         finished = 0
         async for event in _chain(self._first, self._events):
+            tracker = calls[event.index]
             if isinstance(event, TokenEvent):
-                if event.text or event.token is not None:
-                    tokens = [event.token] if event.token is not None else None
+                tokens = [event.token] if event.token is not None else None
+                if tracker is not None:
+                    for chunk in tracker.feed(event.text, tokens):
+                        yield chunk
+                elif event.text or tokens is not None:
                     yield factory.content(event.index, event.text, tokens)
                 continue
+            reason: str = event.reason
+            if tracker is not None:
+                for chunk in tracker.finish():
+                    yield chunk
+                reason = finish_reason(reason, tracker.parser.calls > 0)
             _count(plan.usage, event)
             finished += 1
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
-            yield factory.closing(event.index, event.reason, usage)
+            yield factory.closing(event.index, reason, usage)
 
     async def aclose(self) -> None:
         await self._stack.aclose()
@@ -195,7 +226,9 @@ class TokenBudget(Protocol):
 
 
 def reject_unsupported(request: ChatRequest) -> None:
-    """400 for valid Writer input this server cannot honour yet, before any work starts."""
+    """400 for valid Writer input this server cannot honour, before any work starts.
+
+    Tools and response formats are checked by `plan_output`."""
     for message in request.messages:
         if isinstance(message.content, list) and any(
             isinstance(f, ImageFragment) for f in message.content
@@ -204,26 +237,6 @@ def reject_unsupported(request: ChatRequest) -> None:
                 "This server's model takes no images: send `text` content fragments only "
                 "(an `image_url` fragment was found)."
             )
-    tools = request.tools or []
-    built_in = [t.type for t in tools if t.type in BUILT_IN_TOOL_TYPES]
-    if len(built_in) > 1:
-        raise BadRequestError(
-            f"A request may use at most one built-in tool; got {', '.join(built_in)}."
-        )
-    if built_in:
-        raise UnsupportedFeatureError(
-            f"The built-in `{built_in[0]}` tool is not available on this server yet."
-        )
-    if tools:
-        raise UnsupportedFeatureError(
-            "Function tools are not available on this server yet; send the request without `tools`."
-        )
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        raise UnsupportedFeatureError(
-            f"`response_format` of type `{fmt.type}` (structured JSON output) is not available "
-            "on this server yet; use `text` or leave it out."
-        )
 
 
 def resolve_max_tokens(

@@ -171,7 +171,12 @@ class Scheduler:
             if len(self.free) < job.request.n:
                 return  # first come, first served: nobody overtakes a waiting request
             self.waiting.popleft()
-            self._start(job)
+            try:
+                self._start(job)
+            except EngineError as exc:  # e.g. a sampler the backend cannot build
+                log.error("could not start a request: %s", exc)
+                job.emit(exc)
+                self._release_job(job, forget=True)
 
     def _start(self, job: Job) -> None:
         request = job.request
@@ -232,8 +237,14 @@ class Scheduler:
         wanting = [seq for seq, entry in zip(owners, entries, strict=True) if entry.want_logits]
         now = time.monotonic()
         for seq, index in zip(wanting, logits_at, strict=True):
-            for sibling in seq.forks:
-                self._fork(seq, sibling, index, now)
+            try:
+                for sibling in seq.forks:
+                    self._fork(seq, sibling, index, now)
+            except EngineError as exc:
+                log.error("could not fork a request: %s", exc)
+                seq.job.emit(exc)
+                self._release_job(seq.job, forget=True)
+                continue
             seq.forks = []
             self._take(seq, index, now)
 
@@ -273,7 +284,15 @@ class Scheduler:
 
     def _take(self, seq: Sequence, logits_index: int, now: float) -> None:
         """Sample the sequence's next token and emit what it releases."""
-        token = self.backend.sample(seq.slot, logits_index)
+        if self.active.get(seq.slot) is not seq:
+            return  # its request failed earlier in this step
+        try:
+            token = self.backend.sample(seq.slot, logits_index)
+        except EngineError as exc:  # e.g. a grammar with no way on: this request only
+            log.error("sampling failed: %s", exc)
+            seq.job.emit(EngineError("The model failed while generating; please retry."))
+            self._release_job(seq.job, forget=True)
+            return
         seq.generated += 1
         seq.next_token = token
         self._note_timing(seq, now)

@@ -21,6 +21,8 @@ class TextAssembler:
 
     def feed(self, raw: bytes) -> str:
         """Add one token's bytes; return the text that can be released now."""
+        if self.stopped:  # nothing after a stop sequence is ever released
+            return ""
         text = self._decoder.decode(raw)
         if not self._stops:
             return text

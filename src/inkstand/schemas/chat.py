@@ -55,9 +55,11 @@ class ChatMessage(Lenient):
 
 
 class FunctionDefinition(Lenient):
-    name: str
+    # `name` and `parameters` are checked by `chat/output.py`, whose 400s say more than
+    # pydantic's locations (which would spell the union tag: `tools.0.function.function`).
+    name: str | None = None
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Any = None
     strict: bool | None = None
 
 
