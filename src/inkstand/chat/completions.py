@@ -9,12 +9,17 @@ be combined with streaming (the best is known only at the end). A stream is Writ
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from inkstand.chat.catalog import Catalog, ServedModel
-from inkstand.chat.service import RequestLimits, Usage, check_choices, resolve_max_tokens
-from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.chat.service import (
+    PrimedStream,
+    RequestLimits,
+    Usage,
+    check_choices,
+    resolve_max_tokens,
+)
+from inkstand.engine import GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError
 from inkstand.schemas.completions import CompletionsRequest
@@ -84,48 +89,21 @@ def _collect(choice: _Choice, event: Event, usage: Usage) -> None:
             choice.logprob += event.token.logprob
             choice.tokens += 1
     else:
-        _count(usage, event)
+        usage.count(event)
 
 
-def _count(usage: Usage, finish: Finish) -> None:
-    usage.prompt = finish.prompt_tokens
-    usage.completion += finish.completion_tokens
-    usage.cached = max(usage.cached, finish.cached_tokens)
-    usage.finish_reason = finish.reason
-
-
-class CompletionStream:
+class CompletionStream(PrimedStream):
     """A streamed completion: `prime()` before sending headers, then iterate `values()`."""
 
     def __init__(self, plan: CompletionPlan) -> None:
+        super().__init__(plan.served, plan.generation)
         self.plan = plan
-        self._stack = AsyncExitStack()
-        self._events: EngineStream | None = None
-        self._first: Event | None = None
-
-    async def prime(self) -> None:
-        try:
-            self._events = await self._stack.enter_async_context(
-                self.plan.served.engine.stream(self.plan.generation)
-            )
-            self._first = await anext(self._events)
-        except BaseException:
-            await self.aclose()
-            raise
 
     async def values(self) -> AsyncIterator[dict]:
-        assert self._events is not None and self._first is not None, "prime() first"
         yield {"value": ""}
-        pending: list[Event] = [self._first]
-        while True:
-            event = pending.pop() if pending else await anext(self._events, None)
-            if event is None:
-                return
+        async for event in self.events():
             if isinstance(event, TokenEvent):
                 if event.text:
                     yield {"value": event.text}
             else:
-                _count(self.plan.usage, event)
-
-    async def aclose(self) -> None:
-        await self._stack.aclose()
+                self.plan.usage.count(event)

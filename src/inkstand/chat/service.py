@@ -35,6 +35,13 @@ class Usage:
     def body(self) -> dict:
         return usage_body(self.prompt, self.completion, self.cached)
 
+    def count(self, finish: Finish) -> None:
+        """Add one finished choice: its completion tokens; prompt and cache are shared."""
+        self.prompt = finish.prompt_tokens
+        self.completion += finish.completion_tokens
+        self.cached = max(self.cached, finish.cached_tokens)
+        self.finish_reason = finish.reason
+
 
 @dataclass
 class ChatPlan:
@@ -132,38 +139,52 @@ def _collect(choice: ChoiceResult, event: Event, usage: Usage) -> None:
             choice.tokens.append(event.token)
     elif isinstance(event, Finish):
         choice.finish_reason = event.reason
-        _count(usage, event)
+        usage.count(event)
 
 
-def _count(usage: Usage, finish: Finish) -> None:
-    usage.prompt = finish.prompt_tokens
-    usage.completion += finish.completion_tokens
-    usage.cached = max(usage.cached, finish.cached_tokens)
-    usage.finish_reason = finish.reason
+class PrimedStream:
+    """An engine stream opened before the response starts: `prime()`, then read, `aclose()`.
 
+    `prime` waits for the first event, so a request refused or failed before its first token
+    still gets a real status instead of a 200 followed by an error frame.
+    """
 
-class ChatStream:
-    """A streamed answer: `prime()` before sending headers, then iterate `chunks()`."""
-
-    def __init__(self, plan: ChatPlan) -> None:
-        self.plan = plan
+    def __init__(self, served: ServedModel, generation: GenerationRequest) -> None:
+        self._served = served
+        self._generation = generation
         self._stack = AsyncExitStack()
         self._events: EngineStream | None = None
         self._first: Event | None = None
 
     async def prime(self) -> None:
-        """Start generating and wait for the first event, so early errors keep a status."""
         try:
             self._events = await self._stack.enter_async_context(
-                self.plan.served.engine.stream(self.plan.generation)
+                self._served.engine.stream(self._generation)
             )
             self._first = await anext(self._events)
         except BaseException:
             await self.aclose()
             raise
 
-    async def chunks(self) -> AsyncIterator[dict]:
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, the first (read by `prime`) included."""
         assert self._events is not None and self._first is not None, "prime() first"
+        yield self._first
+        async for event in self._events:
+            yield event
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class ChatStream(PrimedStream):
+    """A streamed answer: `prime()` before sending headers, then iterate `chunks()`."""
+
+    def __init__(self, plan: ChatPlan) -> None:
+        super().__init__(plan.served, plan.generation)
+        self.plan = plan
+
+    async def chunks(self) -> AsyncIterator[dict]:
         plan = self.plan
         factory = ChunkFactory(plan.response_id, plan.created, plan.request.model)
         options = plan.request.stream_options
@@ -171,7 +192,7 @@ class ChatStream:
         yield factory.opening(range(plan.n))
         calls = [CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)]
         finished = 0
-        async for event in _chain(self._first, self._events):
+        async for event in self.events():
             tracker = calls[event.index]
             if isinstance(event, TokenEvent):
                 tokens = [event.token] if event.token is not None else None
@@ -186,20 +207,11 @@ class ChatStream:
                 for chunk in tracker.finish():
                     yield chunk
                 reason = finish_reason(reason, tracker.parser.calls > 0)
-            _count(plan.usage, event)
+            plan.usage.count(event)
             finished += 1
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
             yield factory.closing(event.index, reason, usage)
-
-    async def aclose(self) -> None:
-        await self._stack.aclose()
-
-
-async def _chain(first: Event, rest: EngineStream) -> AsyncIterator[Event]:
-    yield first
-    async for item in rest:
-        yield item
 
 
 def check_choices(field: str, n: int, max_n: int, served: ServedModel) -> int:
