@@ -1,5 +1,7 @@
 """The app in-process over httpx's ASGI transport, on the scripted fake backend."""
 
+import contextlib
+
 import httpx
 import pytest
 
@@ -43,14 +45,25 @@ async def app(backend):
         yield app
 
 
+@contextlib.asynccontextmanager
+async def api_client(app, *, lifespan: bool = False):
+    """An httpx client calling `app` in process with the test key; `lifespan` runs it too."""
+    async with contextlib.AsyncExitStack() as stack:
+        if lifespan:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        yield await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=transport,
+                base_url="http://inkstand.test",
+                headers={"Authorization": f"Bearer {KEY}"},
+            )
+        )
+
+
 @pytest.fixture
 async def client(app):
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://inkstand.test",
-        headers={"Authorization": f"Bearer {KEY}"},
-    ) as client:
+    async with api_client(app) as client:
         yield client
 
 

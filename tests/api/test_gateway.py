@@ -11,7 +11,7 @@ from inkstand.config import Settings
 from inkstand.gateway import Gateway
 from inkstand.store import KeyStore, UsageLog, open_store
 
-from .conftest import chat_body
+from .conftest import api_client, chat_body
 
 REPLY = "Hello world"
 
@@ -220,7 +220,7 @@ async def limited_client(backend):
     from inkstand.app import create_app
     from inkstand.engine import Engine
 
-    from .conftest import CTX, FAKE_PATH, KEY, settings
+    from .conftest import CTX, FAKE_PATH, settings
 
     engine = Engine(backend)
     engine.start()
@@ -229,14 +229,8 @@ async def limited_client(backend):
         engines={(FAKE_PATH, CTX): engine},
         store=open_store(None),
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://inkstand.test",
-            headers={"Authorization": f"Bearer {KEY}"},
-        ) as client:
-            yield client
+    async with api_client(app, lifespan=True) as client:
+        yield client
 
 
 async def test_with_the_gateway_off_nothing_is_limited_or_recorded(backend):

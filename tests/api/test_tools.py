@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from inkstand.app import create_app
@@ -20,7 +19,7 @@ from inkstand.engine import Engine
 from inkstand.metrics import Metrics
 from inkstand.store import open_store
 
-from .conftest import KEY
+from .conftest import KEY, api_client
 from .test_chat import sse_events
 
 CTX = 4096
@@ -58,14 +57,8 @@ async def client(backend):
         store=open_store(None),
         metrics=metrics,
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://inkstand.test",
-            headers={"Authorization": f"Bearer {KEY}"},
-        ) as client:
-            yield client
+    async with api_client(app, lifespan=True) as client:
+        yield client
 
 
 def body(**fields) -> dict:
