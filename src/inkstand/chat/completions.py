@@ -18,8 +18,9 @@ from inkstand.chat.service import (
     Usage,
     check_choices,
     resolve_max_tokens,
+    sampling_params,
 )
-from inkstand.engine import GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine import GenerationRequest, TokenEvent
 from inkstand.engine.types import Event
 from inkstand.errors import BadRequestError
 from inkstand.schemas.completions import CompletionsRequest
@@ -61,12 +62,10 @@ class CompletionService:
         if not tokens:
             raise BadRequestError("`prompt` is empty; send the text to continue.")
         max_tokens = resolve_max_tokens(request, served, len(tokens), DEFAULT_MAX_TOKENS)
-        sampling = SamplingParams(
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=served.spec.top_k,
-            min_p=served.spec.min_p,
-            repeat_penalty=served.spec.repeat_penalty,
+        sampling = sampling_params(
+            served,
+            request.temperature,
+            request.top_p,
             seed=request.random_seed,
             logprobs=best_of > 1,
         )

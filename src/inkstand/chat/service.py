@@ -95,12 +95,10 @@ class ChatService:
         )
         tokens = tuple(served.engine.tokenize(prompt))
         max_tokens = resolve_max_tokens(request, served, len(tokens))
-        sampling = SamplingParams(
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=served.spec.top_k,
-            min_p=served.spec.min_p,
-            repeat_penalty=served.spec.repeat_penalty,
+        sampling = sampling_params(
+            served,
+            request.temperature,
+            request.top_p,
             logprobs=bool(request.logprobs),
             grammar=output.grammar,
             grammar_triggers=output.triggers,
@@ -228,6 +226,20 @@ def check_choices(field: str, n: int, max_n: int, served: ServedModel) -> int:
             extras={"limit": "slots", "value": served.engine.slots},
         )
     return n
+
+
+def sampling_params(
+    served: ServedModel, temperature: float | None, top_p: float | None, **fields
+) -> SamplingParams:
+    """Writer's defaults for what the request leaves out, and the model's own sampler settings."""
+    return SamplingParams(
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        top_k=served.spec.top_k,
+        min_p=served.spec.min_p,
+        repeat_penalty=served.spec.repeat_penalty,
+        **fields,
+    )
 
 
 class TokenBudget(Protocol):
