@@ -2,6 +2,7 @@
 
 import hashlib
 import sqlite3
+import threading
 
 import pytest
 
@@ -142,4 +143,27 @@ def test_a_failing_write_fails_alone(tmp_path):
         bad.result(timeout=5)
     good.result(timeout=5)
     assert len(UsageLog(store).rows()) == 1
+    store.close()
+
+
+def test_a_waiter_that_gives_up_neither_loses_its_write_nor_stops_the_writer(tmp_path):
+    store = open_store(str(tmp_path))
+    log = UsageLog(store)
+    record = UsageRecord(
+        "2026-11-26T00:00:00.000+00:00", None, None, "/v1/chat", 0, 0, 0, 1, 200, None
+    )
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn):
+        started.set()
+        release.wait(5)
+
+    blocker = store.writer.submit(slow)  # holds the writer while the next write is cancelled
+    started.wait(5)
+    abandoned = log.record(record)
+    assert abandoned.cancel()  # as asyncio does when the awaiting client goes away
+    release.set()
+    blocker.result(timeout=5)
+    log.record(record).result(timeout=5)  # the writer lives on
+    assert len(log.rows()) == 2  # and the abandoned record was still written
     store.close()

@@ -79,8 +79,8 @@ class _Exchange:
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             committed = self._record(self.status)
             if committed is not None:
-                try:
-                    await asyncio.wrap_future(committed)
+                try:  # shielded: a client leaving now must not cancel the write itself
+                    await asyncio.shield(asyncio.wrap_future(committed))
                 except Exception as exc:  # the answer still goes out; the log says why
                     log.error("usage record not stored: %s", exc)
         await self._send(message)

@@ -15,12 +15,16 @@ transaction each, so only the failing write raises (in its waiter).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
+
+log = logging.getLogger("inkstand.store")
 
 Write = Callable[[sqlite3.Connection], Any]
 _STOP = object()
@@ -61,7 +65,10 @@ class StoreWriter:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)
-            self._commit([item for item in batch if item is not _STOP])
+            try:
+                self._commit([item for item in batch if item is not _STOP])
+            except Exception:  # never let one batch end the only writer
+                log.exception("store writer: a batch failed")
             if stop:
                 return
 
@@ -76,12 +83,12 @@ class StoreWriter:
                 try:
                     (value,) = self._transaction([fn])
                 except Exception as exc:
-                    future.set_exception(exc)
+                    _settle(future, exception=exc)
                 else:
-                    future.set_result(value)
+                    _settle(future, value)
             return
         for (_, future), value in zip(batch, values, strict=True):
-            future.set_result(value)
+            _settle(future, value)
 
     def _transaction(self, writes: list[Write]) -> list[Any]:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -94,3 +101,12 @@ class StoreWriter:
             raise
         self.commits += 1
         return values
+
+
+def _settle(future: Future, value: Any = None, *, exception: BaseException | None = None) -> None:
+    """Resolve a write's future unless its waiter gave up (cancelled it): the write stands."""
+    with contextlib.suppress(InvalidStateError):
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(value)
