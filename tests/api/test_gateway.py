@@ -293,3 +293,19 @@ async def test_the_access_log_names_the_key_by_id_never_by_secret(app, client, c
     (line,) = [r.getMessage() for r in caplog.records if r.name == "inkstand.access"]
     assert line.split()[-1] == f"key={key.id}"
     assert key.secret not in caplog.text
+
+
+async def test_a_failed_request_uses_no_tokens_and_gives_its_hold_back(app, client, backend):
+    prompt = (await client.post("/v1/chat", json=chat_body(max_tokens=1))).json()["usage"][
+        "prompt_tokens"
+    ]
+    limit = prompt + 100 + prompt // 2  # one reservation fits; a held prompt beside it does not
+    key = app.state.keys.create("failing", tpm=limit)
+    auth = with_key(client, key.secret)
+    backend.fail_decodes = 1
+    failed = await client.post("/v1/chat", json=chat_body(max_tokens=100), **auth)
+    assert failed.status_code == 500
+    after = await client.post("/v1/chat", json=chat_body(max_tokens=100), **auth)
+    assert after.status_code == 200
+    (row,) = [r for r in usage_rows(app) if r["key_id"] == key.id and r["status"] == 500]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (0, 0)

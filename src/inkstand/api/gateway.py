@@ -94,7 +94,9 @@ class _Exchange:
             return None
         self.recorded = True
         state = self.state
-        usage = state.get("usage")
+        # Tokens count only for an answer that ran (200) or was left mid-way (499); a refused
+        # or failed request (429, 503, 500 ...) used none, and its token hold is given back.
+        usage = state.get("usage") if status in (200, 499) else None
         record = UsageRecord(
             at=utc_now(),
             key_id=state.get("key_id"),
