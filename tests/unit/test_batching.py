@@ -5,7 +5,14 @@ import asyncio
 import pytest
 
 from inkstand.backends.fake import FakeBackend
-from inkstand.engine import Engine, EngineConfig, Finish, GenerationRequest, TokenEvent
+from inkstand.engine import (
+    Engine,
+    EngineConfig,
+    Finish,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+)
 from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
 from inkstand.errors import OverloadedError
 
@@ -194,3 +201,11 @@ async def test_batches_list_sequences_in_slot_order_and_slots_stay_together(make
     assert all([e.seq_id for e in c] == sorted(e.seq_id for e in c) for c in backend.decode_calls)
     used = {e.seq_id for c in backend.decode_calls for e in c}
     assert max(used) - min(used) == len(used) - 1 == 3
+
+
+async def test_choices_of_a_seeded_request_get_seeds_of_their_own(make_engine):
+    backend = FakeBackend("abc", n_seq_max=4, n_batch=256)
+    engine = make_engine(backend)
+    seeded = GenerationRequest(tuple(b"hello"), 5, SamplingParams(temperature=0.8, seed=7), n=3)
+    await collect(engine, seeded)
+    assert sorted(s.seed for s in backend.sampling.values()) == [7, 8, 9]

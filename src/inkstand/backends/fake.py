@@ -61,6 +61,7 @@ class FakeBackend:
     def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
         self.kv[dst] = list(self.kv[src])
         self.sampled[dst] = self.sampled[src]
+        self.sampling[dst] = sampling
 
     def decode(self, batch: list[BatchEntry]) -> list[int]:
         self.decode_calls.append(batch)

@@ -18,7 +18,7 @@ import logging
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from inkstand.backends.base import Backend, BatchEntry, KVFullError
 from inkstand.engine.observer import EngineObserver, NullObserver
@@ -239,6 +239,8 @@ class Scheduler:
         for seq, index in zip(wanting, logits_at, strict=True):
             try:
                 for sibling in seq.forks:
+                    if self.active.get(seq.slot) is not seq:
+                        break  # a sibling's failure ended the whole request
                     self._fork(seq, sibling, index, now)
             except EngineError as exc:
                 log.error("could not fork a request: %s", exc)
@@ -277,7 +279,10 @@ class Scheduler:
             self.cache.extend(seq.slot, entry.tokens)
 
     def _fork(self, primary: Sequence, sibling: Sequence, logits_index: int, now: float) -> None:
-        self.backend.fork(primary.slot, sibling.slot, primary.job.request.sampling)
+        sampling = primary.job.request.sampling
+        if sampling.seed is not None:  # one seed for all choices would make them all the same
+            sampling = replace(sampling, seed=sampling.seed + sibling.index)
+        self.backend.fork(primary.slot, sibling.slot, sampling)
         self.cache.copy(primary.slot, sibling.slot)
         sibling.awaiting_fork = False
         self._take(sibling, logits_index, now)
