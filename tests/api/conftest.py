@@ -30,17 +30,18 @@ def backend():
     return FakeBackend("Hello world", n_ctx=CTX, n_seq_max=4)
 
 
-@pytest.fixture
-async def app(backend):
+def build_app(backend: FakeBackend, app_settings: Settings):
+    """The app on one started engine over `backend`, serving every model in `app_settings`."""
     metrics = Metrics()
     engine = Engine(backend, observer=metrics)
     engine.start()
-    app = create_app(
-        settings(max_body_bytes=4096),
-        engines={(FAKE_PATH, CTX): engine},
-        store=open_store(None),
-        metrics=metrics,
-    )
+    engines = {(spec.path, spec.ctx_size): engine for spec in app_settings.models}
+    return create_app(app_settings, engines=engines, store=open_store(None), metrics=metrics)
+
+
+@pytest.fixture
+async def app(backend):
+    app = build_app(backend, settings(max_body_bytes=4096))
     async with app.router.lifespan_context(app):
         yield app
 

@@ -11,7 +11,7 @@ from inkstand.config import Settings
 from inkstand.gateway import Gateway
 from inkstand.store import KeyStore, UsageLog, open_store
 
-from .conftest import api_client, chat_body
+from .conftest import KEY, api_client, build_app, chat_body, settings
 
 REPLY = "Hello world"
 
@@ -217,33 +217,13 @@ async def test_best_of_is_capped_like_n(limited_client):
 
 @pytest.fixture
 async def limited_client(backend):
-    from inkstand.app import create_app
-    from inkstand.engine import Engine
-
-    from .conftest import CTX, FAKE_PATH, settings
-
-    engine = Engine(backend)
-    engine.start()
-    app = create_app(
-        settings(max_messages=5, max_n=3),
-        engines={(FAKE_PATH, CTX): engine},
-        store=open_store(None),
-    )
+    app = build_app(backend, settings(max_messages=5, max_n=3))
     async with api_client(app, lifespan=True) as client:
         yield client
 
 
 async def test_with_the_gateway_off_nothing_is_limited_or_recorded(backend):
-    from inkstand.app import create_app
-    from inkstand.engine import Engine
-
-    from .conftest import CTX, FAKE_PATH, KEY, settings
-
-    engine = Engine(backend)
-    engine.start()
-    app = create_app(
-        settings(gateway=False, rpm=1), engines={(FAKE_PATH, CTX): engine}, store=open_store(None)
-    )
+    app = build_app(backend, settings(gateway=False, rpm=1))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -257,14 +237,7 @@ async def test_with_the_gateway_off_nothing_is_limited_or_recorded(backend):
 
 
 async def test_server_defaults_apply_to_keys_without_their_own_limits(backend):
-    from inkstand.app import create_app
-    from inkstand.engine import Engine
-
-    from .conftest import CTX, FAKE_PATH, KEY, settings
-
-    engine = Engine(backend)
-    engine.start()
-    app = create_app(settings(rpm=2), engines={(FAKE_PATH, CTX): engine}, store=open_store(None))
+    app = build_app(backend, settings(rpm=2))
     async with app.router.lifespan_context(app):
         own = app.state.keys.create("own", rpm=0)  # 0: this key is not limited
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -12,14 +12,10 @@ import json
 
 import pytest
 
-from inkstand.app import create_app
 from inkstand.backends.fake import FakeBackend
 from inkstand.config import ModelSpec, Settings
-from inkstand.engine import Engine
-from inkstand.metrics import Metrics
-from inkstand.store import open_store
 
-from .conftest import KEY, api_client
+from .conftest import KEY, api_client, build_app
 from .test_chat import sse_events
 
 CTX = 4096
@@ -47,16 +43,8 @@ def backend():
 
 @pytest.fixture
 async def client(backend):
-    metrics = Metrics()
-    engine = Engine(backend, observer=metrics)
-    engine.start()
     models = (ModelSpec("palmyra-x5", "Palmyra X5", "fake.gguf", CTX, 1024),)
-    app = create_app(
-        Settings(api_key=(KEY,), data_dir="unused", models=models),
-        engines={("fake.gguf", CTX): engine},
-        store=open_store(None),
-        metrics=metrics,
-    )
+    app = build_app(backend, Settings(api_key=(KEY,), data_dir="unused", models=models))
     async with api_client(app, lifespan=True) as client:
         yield client
 

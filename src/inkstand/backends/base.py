@@ -71,7 +71,7 @@ class Backend(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
-    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+    def grammar_compiles(self, grammar: str) -> bool:
         """Whether the backend accepts `grammar` (read-only; any thread)."""
         ...
 

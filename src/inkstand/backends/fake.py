@@ -48,7 +48,7 @@ class FakeBackend:
     def is_eog(self, token: int) -> bool:
         return token == EOG
 
-    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+    def grammar_compiles(self, grammar: str) -> bool:
         return not self.refuse_grammars and "root ::=" in grammar
 
     def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:

@@ -169,7 +169,7 @@ class LlamaCppBackend:
         if constraint is not None:
             constraint.free()
 
-    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
+    def grammar_compiles(self, grammar: str) -> bool:
         sampler = grammar_sampler(self._vocab, grammar)
         if not sampler:
             return False

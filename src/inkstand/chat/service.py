@@ -79,9 +79,7 @@ class ChatService:
         served = self.catalog.resolve(request.model)
         info = served.engine.info
         output = plan_output(request, tool_format(info.chat_template))
-        if output.grammar is not None and not served.engine.grammar_compiles(
-            output.grammar, output.triggers
-        ):
+        if output.grammar is not None and not served.engine.grammar_compiles(output.grammar):
             raise UnsupportedFeatureError(
                 "The tools' or the response format's JSON Schema gave a grammar the engine "
                 "cannot load; simplify the schema."

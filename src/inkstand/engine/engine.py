@@ -102,8 +102,8 @@ class Engine:
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)
 
-    def grammar_compiles(self, grammar: str, triggers: tuple[str, ...] = ()) -> bool:
-        return self.backend.grammar_compiles(grammar, triggers)
+    def grammar_compiles(self, grammar: str) -> bool:
+        return self.backend.grammar_compiles(grammar)
 
     def start(self) -> None:
         self._thread.start()
