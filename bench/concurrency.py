@@ -16,6 +16,9 @@ Stages (each can be picked with --stages):
    instant, with distinct prompts of the same length (workload.py). Aggregate output
    tokens/s = tokens / (last stream end - first request sent), median over rounds; TTFT
    and inter-token gaps are pooled over all requests of all rounds. Round 0 warms up.
+   The same waves also go, in the same rotation, to `ceiling`: a bare loop over Inkstand's
+   backend in its own process (ceiling.py), the most any server on this build could do
+   with these prompts (`--no-ceiling` leaves it out).
 2. `conversation`: `--conversations` chats of 8 turns per server, each turn resending the
    whole history with the server's own previous answer; TTFT per turn and the cached
    prompt tokens each server reports.
@@ -51,6 +54,7 @@ import host
 import kv_layout
 import load
 import uvloop
+from ceiling import Ceiling
 from llama_server import ensure_llama_server, llama_server_command
 from peers import ensure_llama_cpp_venv, llama_cpp_server_command
 from servers import Server, free_port, rss_mb, serving
@@ -77,6 +81,15 @@ class Target:
             self.extra | more
         )
 
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    async def wave(self, client, chats: list[list[dict]], max_tokens: int):
+        """Every chat streamed at once: one Trace per chat, and the wave's wall time."""
+        jobs = [lambda m=m: self.send(client, self.body(m, max_tokens)) for m in chats]
+        return await load.wave(jobs)
+
     async def send(self, client, body: dict) -> load.Trace:
         return await load.send(client, self.dialect, self.server.base_url, body, self.headers)
 
@@ -87,6 +100,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=5, help="timed waves per level")
+    parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="leave the bare loop (ceiling.py) out of the concurrency stage",
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--conversations", type=int, default=3, help="per server")
     parser.add_argument("--turns", type=int, default=8)
@@ -111,7 +129,12 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         targets = start_targets(stack, args, model, binary, peer_python)
         results["commands"] = {name: t.server.process.args for name, t in targets.items()}
-        results |= uvloop.run(Bench(args, quiet, targets).run())
+        ceiling = None
+        if "concurrency" in args.stages and not args.no_ceiling:
+            ceiling = Ceiling(threads=args.threads, ctx_size=args.ctx_size, slots=args.slots)
+            stack.callback(ceiling.close)
+            results["commands"]["ceiling"] = ceiling.process.args
+        results |= uvloop.run(Bench(args, quiet, targets, ceiling).run())
     if "kv" in args.stages:
         results["kv_layout"] = kv_layout.measure(
             sequences=args.slots, ctx_size=args.ctx_size, threads=args.threads,
@@ -172,10 +195,16 @@ def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, p
 class Bench:
     """The HTTP stages, on one client and one event loop."""
 
-    def __init__(self, args, quiet: host.Quiet, targets: dict[str, Target]) -> None:
+    def __init__(
+        self, args, quiet: host.Quiet, targets: dict[str, Target], ceiling: Ceiling | None
+    ) -> None:
         self.args = args
         self.quiet = quiet
         self.targets = targets
+        # the concurrency waves also go to the bare loop, in the same rotation
+        self.wave_targets: dict[str, Target | Ceiling] = dict(targets)
+        if ceiling is not None:
+            self.wave_targets[ceiling.name] = ceiling
         self.prompts = Prompts()
         self.redos_left = 3 * len(args.levels) * len(targets)
 
@@ -195,24 +224,22 @@ class Bench:
 
     # -- 1. concurrency ----------------------------------------------------------------
     async def level(self, clients: int) -> dict[str, list[dict]]:
-        waves: dict[str, list[dict]] = {name: [] for name in self.targets}
-        names = list(self.targets)
+        waves: dict[str, list[dict]] = {name: [] for name in self.wave_targets}
+        names = list(self.wave_targets)
         for r in range(self.args.rounds + 1):
             print(f"{clients} clients: {'warm-up' if r == 0 else f'round {r}'}", file=sys.stderr)
             batch = self.prompts.batch(clients)
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                wave = await self.wave(self.targets[name], batch)
+                wave = await self.wave(self.wave_targets[name], batch)
                 if r:
                     waves[name].append(wave)
         return waves
 
-    async def wave(self, target: Target, batch: list[list[dict]]) -> dict:
+    async def wave(self, target: Target | Ceiling, batch: list[list[dict]]) -> dict:
         while True:
             self.quiet.wait()
-            meter = host.CpuMeter([os.getpid(), target.server.pid])
-            jobs = [lambda m=m: target.send(self.client, target.body(m, self.args.max_tokens))
-                    for m in batch]  # fmt: skip
-            traces, wall = await load.wave(jobs)
+            meter = host.CpuMeter([os.getpid(), target.pid])
+            traces, wall = await target.wave(self.client, batch, self.args.max_tokens)
             foreign = meter.foreign_cpus()
             if foreign <= FOREIGN_LIMIT or self.redos_left <= 0:
                 return {"wall_s": wall, "foreign_cpus": foreign, "traces": traces}

@@ -1,7 +1,8 @@
 """The concurrency run's figures: summaries, ratios against llama-server, floors, tables, JSON.
 
 Ratios are Inkstand's figure divided by llama-server's (and llama_cpp.server's likewise),
-so above 1 is better for throughput and below 1 is better for latency. The floors are
+so above 1 is better for throughput and below 1 is better for latency; each system's
+tok/s is also given as a fraction of the bare loop's (ceiling.py) from the same run. The floors are
 those of issue 3; each prints PASS or FAIL. The exit status does not depend on them.
 """
 
@@ -18,6 +19,7 @@ from load import Trace, percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE = "llama-server"
+CEILING = "ceiling"  # the bare loop of ceiling.py, when it ran
 TPS_FLOORS = {1: 1.0, 4: 1.0, 16: 1.1}  # clients -> minimum Inkstand / llama-server tok/s
 TURN_TTFT_CEILING = 1.0  # maximum Inkstand / llama-server TTFT at the last turn
 RSS_GROWTH_MB = 50.0
@@ -173,16 +175,18 @@ def show(result: dict) -> None:
 def _show_levels(levels: dict, rounds: int) -> None:
     print(f"\nStreaming, all clients at once, medians of {rounds} waves (tok/s); "
           "TTFT and inter-token latency pooled over all requests\n")  # fmt: skip
-    print("| clients | server | tok/s | × llama-server | TTFT p50 ms | TTFT p99 ms "
+    print("| clients | server | tok/s | × llama-server | × ceiling | TTFT p50 ms | TTFT p99 ms "
           "| ITL p50 ms | ITL p99 ms | requests | errors |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for clients, per in levels.items():
         base = per[BASE]["tps"]
+        ceiling = per.get(CEILING, {}).get("tps")
         for name, s in per.items():
+            of_ceiling = f"{s['tps'] / ceiling:.2f}" if ceiling else "-"
             ms = [f"{1000 * s[k]:.0f}" for k in ("ttft_p50_s", "ttft_p99_s")]
             ms += [f"{1000 * s[k]:.1f}" for k in ("itl_p50_s", "itl_p99_s")]
-            print(f"| {clients} | {name} | {s['tps']:.1f} | {s['tps'] / base:.2f} | "
-                  f"{' | '.join(ms)} | {s['requests']} | {len(s['errors'])} |")  # fmt: skip
+            print(f"| {clients} | {name} | {s['tps']:.1f} | {s['tps'] / base:.2f} | {of_ceiling} "
+                  f"| {' | '.join(ms)} | {s['requests']} | {len(s['errors'])} |")  # fmt: skip
 
 
 def _show_chats(chats: dict) -> None:
