@@ -68,6 +68,11 @@ class Metrics:
         self.cancellations = Counter(
             "inkstand:cancellations", "Requests cancelled because the client went away.", registry=r
         )
+        self.ahead_tokens = Counter(
+            "inkstand:prompt_tokens_decoded_ahead",
+            "Turn-tail tokens decoded into idle slots for a conversation's next turn.",
+            registry=r,
+        )
 
     def watch(self, engines: Callable[[], Iterable[Engine]]) -> None:
         self._engines = engines
@@ -95,3 +100,6 @@ class Metrics:
 
     def rejected(self) -> None:
         self.rejections.inc()
+
+    def decoded_ahead(self, tokens: int) -> None:
+        self.ahead_tokens.inc(tokens)

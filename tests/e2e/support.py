@@ -245,6 +245,7 @@ CACHED_TOKENS = "inkstand:prompt_tokens_cached_total"
 GENERATED_TOKENS = "inkstand:generation_tokens_total"
 REJECTIONS = "inkstand:queue_rejections_total"
 CANCELLATIONS = "inkstand:cancellations_total"
+AHEAD_TOKENS = "inkstand:prompt_tokens_decoded_ahead_total"
 
 
 def scrape(server: Server) -> dict[str, float]:

@@ -7,12 +7,13 @@ token for token whether their prefix was computed now or taken from the cache.
 
 from __future__ import annotations
 
+import time
 from itertools import pairwise
 
 import pytest
 import writerai
 
-from .support import KEY, MODEL, greedy, running_server
+from .support import AHEAD_TOKENS, KEY, MODEL, greedy, running_server, scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +84,31 @@ def test_prefix_cached_by_another_request_changes_no_answer(client, fresh_server
     assert cached(reused) < reused.usage.prompt_tokens == uncached.usage.prompt_tokens
     assert reused.choices[0].message.content == uncached.choices[0].message.content
     assert reused.choices[0].finish_reason == uncached.choices[0].finish_reason
+
+
+def test_next_turn_finds_the_turn_tail_decoded_ahead(client, fresh_server):
+    """After an answer, the idle engine decodes what the next prompt puts after it (the
+    end of the turn, the next user turn's head); the next turn reuses it and answers as a
+    server that computed the whole prompt itself does."""
+    messages = [
+        {"role": "system", "content": "You are a ferryman who answers in one sentence."},
+        {"role": "user", "content": "When does the first ferry leave?"},
+    ]
+    with writerai.Writer(api_key=KEY, base_url=fresh_server.url, max_retries=0) as warm:
+        first = warm.chat.chat(**greedy(messages=messages, max_tokens=12))
+        deadline = time.monotonic() + 15
+        while scrape(fresh_server)[AHEAD_TOKENS] == 0:
+            assert time.monotonic() < deadline, "nothing was decoded ahead"
+            time.sleep(0.05)
+        messages += [
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And the last one?"},
+        ]
+        second = warm.chat.chat(**greedy(messages=messages, max_tokens=12))
+    # Without decoding ahead the cache ends one token short of the answer's end.
+    assert cached(second) > first.usage.prompt_tokens + first.usage.completion_tokens
+    assert cached(second) < second.usage.prompt_tokens
+    computed = client.chat.chat(**greedy(messages=messages, max_tokens=12))
+    assert cached(computed) < first.usage.prompt_tokens
+    assert second.choices[0].message.content == computed.choices[0].message.content
+    assert second.choices[0].finish_reason == computed.choices[0].finish_reason

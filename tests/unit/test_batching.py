@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from inkstand.backends.fake import FakeBackend
+from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import (
     Engine,
     EngineConfig,
@@ -14,7 +14,8 @@ from inkstand.engine import (
     TokenEvent,
 )
 from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
-from inkstand.errors import OverloadedError
+from inkstand.engine.scheduler import AHEAD_TOKENS
+from inkstand.errors import EngineError, OverloadedError
 
 
 def request(prompt="hello", max_tokens=50, n=1):
@@ -209,3 +210,96 @@ async def test_choices_of_a_seeded_request_get_seeds_of_their_own(make_engine):
     seeded = GenerationRequest(tuple(b"hello"), 5, SamplingParams(temperature=0.8, seed=7), n=3)
     await collect(engine, seeded)
     assert sorted(s.seed for s in backend.sampling.values()) == [7, 8, 9]
+
+
+# -- decoding ahead: a finished answer's turn tail goes into its idle slot ---------------
+TAIL = (EOG, *b"|user:")  # what a follow-up prompt puts after the answer (cf. ChatML's)
+
+
+def chat_turn(prompt: bytes, max_tokens=50, stop=()) -> GenerationRequest:
+    return GenerationRequest(tuple(prompt), max_tokens, stop=stop, turn_tail=TAIL)
+
+
+async def until(condition, timeout=5.0):
+    """Wait for the engine thread to get somewhere (not a timing assertion)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the engine never got there"
+        await asyncio.sleep(0.005)
+
+
+def ahead_calls(backend) -> list[list]:
+    return [c for c in backend.decode_calls if not any(e.want_logits for e in c)]
+
+
+async def test_an_answer_ending_at_eog_gets_its_turn_tail_decoded_and_reused(make_engine):
+    backend = FakeBackend("REPLY", n_seq_max=2)
+    engine = make_engine(backend)
+    await collect(engine, chat_turn(b"turn one|"))
+    held = tuple(b"turn one|REPLY") + TAIL
+    await until(lambda: any(tuple(kv) == held for kv in backend.kv.values()))
+    follow_up = GenerationRequest((*held, *b"turn two"), 5, turn_tail=TAIL)
+    turn_two = finishes(await collect(engine, follow_up))[0]
+    assert turn_two.cached_tokens == len(held)
+    assert turn_two.prompt_tokens == len(held) + len("turn two")
+
+
+async def test_an_answer_cut_by_max_tokens_gets_its_last_token_and_tail(make_engine):
+    backend = FakeBackend("REPLY", n_seq_max=1)
+    engine = make_engine(backend)
+    assert finishes(await collect(engine, chat_turn(b"q|", max_tokens=3)))[0].reason == "length"
+    held = (*b"q|REP", *TAIL)  # "P" was sampled, never decoded, until now
+    await until(lambda: tuple(backend.kv[0]) == held)
+    turn_two = finishes(await collect(engine, GenerationRequest((*held, *b"more"), 5)))[0]
+    assert turn_two.cached_tokens == len(held)
+
+
+async def test_no_tail_after_a_stop_sequence_or_without_one(make_engine):
+    backend = FakeBackend("REPLY", n_seq_max=2)
+    engine = make_engine(backend)
+    await collect(engine, chat_turn(b"a|", stop=("PL",)))
+    await collect(engine, request("b|"))
+    await collect(engine, request("c|"))  # gives the engine thread a pass after the others
+    assert ahead_calls(backend) == []
+
+
+async def test_tails_go_in_small_batches_in_slot_order(make_engine):
+    backend = FakeBackend("REPLY", n_seq_max=4, n_batch=256)
+    engine = make_engine(backend)
+    await asyncio.gather(*(collect(engine, chat_turn(b"p%d|" % i)) for i in range(4)))
+    await until(lambda: sum(len(c) for c in ahead_calls(backend)) == 4)
+    calls = ahead_calls(backend)
+    assert all(sum(len(e.tokens) for e in c) <= AHEAD_TOKENS for c in calls)
+    assert len(TAIL) == 7 and AHEAD_TOKENS == 16 and len(calls) == 2  # two tails a call
+    assert all([e.seq_id for e in c] == sorted(e.seq_id for e in c) for c in calls)
+    assert all(kv[-len(TAIL) :] == list(TAIL) for kv in backend.kv.values())
+
+
+async def test_a_new_request_takes_a_slot_whose_tail_is_pending(make_engine):
+    # Whether or not the tail went in first, the slot's KV positions stay consistent (the
+    # fake checks every batch against its cache) and the next request is answered.
+    backend = FakeBackend("REPLY", n_seq_max=1)
+    engine = make_engine(backend)
+    for i in range(20):
+        await collect(engine, chat_turn(b"turn %d|" % i))
+        assert finishes(await collect(engine, request(f"other {i}")))[0].reason == "stop"
+
+
+class FailingAhead(FakeBackend):
+    """Fails every decode that wants no logits: the decode-ahead ones."""
+
+    def decode(self, batch):
+        if not any(e.want_logits for e in batch):
+            self.decode_calls.append(batch)
+            raise EngineError("scripted failure ahead")
+        return super().decode(batch)
+
+
+async def test_a_failed_decode_ahead_forgets_the_slot_and_harms_nobody(make_engine):
+    backend = FailingAhead("REPLY", n_seq_max=1)
+    engine = make_engine(backend)
+    await collect(engine, chat_turn(b"turn one|"))
+    await until(lambda: ahead_calls(backend))
+    held = (*b"turn one|REPLY", *TAIL)
+    turn_two = finishes(await collect(engine, GenerationRequest((*held, *b"two"), 50)))[0]
+    assert (turn_two.reason, turn_two.cached_tokens) == ("stop", 0)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from inkstand.chat.prompt import ToolPrompt, render_prompt
+from inkstand.chat.prompt import ToolPrompt, render_prompt, turn_tail
 from inkstand.chat.toolformat import Function
 from inkstand.errors import BadRequestError
 from inkstand.schemas.chat import ChatMessage
@@ -146,3 +146,18 @@ def test_a_template_with_tool_support_renders_tools_itself():
     ]
     assert '<tool_call>get_weather{"city": "Oslo"}</tool_call>' in text  # arguments as a mapping
     assert "tool:Sunny" in text and "You can call" not in text
+
+
+def test_turn_tail_is_what_follows_an_answer_in_the_next_prompt():
+    assert turn_tail(None) == "<|im_end|>\n<|im_start|>user\n"
+    llama2 = "{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+    llama2 += "{% else %}{{ m.content }}</s>{% endif %}{% endfor %}"
+    assert turn_tail(llama2) == "</s>[INST] "
+
+
+def test_turn_tail_is_empty_when_the_template_hides_it():
+    drops_answers = "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}"
+    drops_answers += "{% endfor %}"
+    refuses = "{{ raise_exception('no') }}"
+    assert turn_tail(drops_answers) == ""
+    assert turn_tail(refuses) == ""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+from inkstand.chat.prompt import turn_tail
 from inkstand.config import ModelSpec
 from inkstand.engine import Engine
 from inkstand.errors import ModelNotFoundError
@@ -24,6 +26,13 @@ class ServedModel:
     id: str
     spec: ModelSpec
     engine: Engine
+
+    @cached_property
+    def turn_tail(self) -> tuple[int, ...]:
+        """The tokens of the chat template's turn tail (`chat.prompt.turn_tail`)."""
+        info = self.engine.info
+        text = turn_tail(info.chat_template, bos=info.bos_text, eos=info.eos_text)
+        return tuple(self.engine.tokenize(text, add_special=False)) if text else ()
 
 
 class Catalog:

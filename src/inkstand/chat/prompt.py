@@ -169,3 +169,27 @@ def render_prompt(
         ) from exc
     except TemplateError as exc:
         raise EngineError(f"the model's chat template failed: {exc}") from exc
+
+
+def turn_tail(template: str | None, *, bos: str = "", eos: str = "") -> str:
+    """What the template writes between an assistant's answer and the next user message.
+
+    For ChatML, "<|im_end|>\\n<|im_start|>user\\n". A conversation's next prompt repeats the
+    answer and continues with this, so the engine can decode it ahead of time. Found by
+    rendering a probe conversation; "" when the probe does not show it plainly (a template
+    that rewrites, reorders or refuses the messages).
+    """
+    answer, question = "INKSTAND-ANSWER-PROBE", "INKSTAND-QUESTION-PROBE"
+    probe = [
+        ChatMessage(role="user", content="INKSTAND-FIRST-PROBE"),
+        ChatMessage(role="assistant", content=answer),
+        ChatMessage(role="user", content=question),
+    ]
+    try:
+        text = render_prompt(template, probe, bos=bos, eos=eos)
+    except (BadRequestError, EngineError):
+        return ""
+    start, end = text.find(answer), text.find(question)
+    if start < 0 or end < start:
+        return ""
+    return text[start + len(answer) : end]

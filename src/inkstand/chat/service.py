@@ -102,7 +102,9 @@ class ChatService:
             grammar_triggers=output.triggers,
         )
         n = check_choices("n", request.n or 1, self.limits.max_n, served)
-        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, n)
+        generation = GenerationRequest(
+            tokens, max_tokens, sampling, request.stops, n, turn_tail=served.turn_tail
+        )
         return ChatPlan(request, served, generation, n, output, usage=Usage(prompt=len(tokens)))
 
     async def complete(self, plan: ChatPlan) -> dict:

@@ -99,8 +99,8 @@ class Engine:
         pending = self._inbox.qsize() + len(self._scheduler.waiting)
         return max(0, pending - len(self._scheduler.free))
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.backend.tokenize(text)
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.backend.tokenize(text, add_special=add_special)
 
     def grammar_compiles(self, grammar: str) -> bool:
         return self.backend.grammar_compiles(grammar)

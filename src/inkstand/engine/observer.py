@@ -22,6 +22,8 @@ class EngineObserver(Protocol):
 
     def rejected(self) -> None: ...
 
+    def decoded_ahead(self, tokens: int) -> None: ...
+
 
 class NullObserver:
     """Reports nowhere."""
@@ -42,4 +44,7 @@ class NullObserver:
         pass
 
     def rejected(self) -> None:
+        pass
+
+    def decoded_ahead(self, tokens: int) -> None:
         pass

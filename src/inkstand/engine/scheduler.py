@@ -9,6 +9,11 @@ requests into free slots (reusing each slot's cached prefix), then build one bat
 the next token of every generating sequence plus prompt chunks of newly admitted ones, up to
 a per-step token budget, and decode it once. A request with `n` choices prefills one slot and
 forks its KV into `n - 1` more when the prompt is done.
+
+Decoding ahead: when an answer ends, the scheduler notes its request's `turn_tail` (what a
+follow-up turn's prompt puts right after the answer) and, once nothing else is running or
+waiting, decodes it into the slot's cache, `AHEAD_TOKENS` at a time, so the next turn of the
+conversation finds it cached. Any request admitted in the meantime goes first.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from inkstand.engine.types import (
 from inkstand.errors import EngineError, InkstandError, OverloadedError
 
 log = logging.getLogger("inkstand.engine")
+
+AHEAD_TOKENS = 16  # most tokens decoded ahead per idle pass (what a new arrival may wait for)
 
 STOP = object()  # put on the inbox to end the thread
 DRAIN = object()  # put on the inbox to refuse everything in flight (the server is stopping)
@@ -109,6 +116,7 @@ class Scheduler:
         self.active: dict[int, Sequence] = {}
         self.free: set[int] = set(range(backend.n_seq_max))
         self.cache = SlotCache(backend.n_seq_max)
+        self.ahead: dict[int, tuple[int, ...]] = {}  # free slot -> tokens to decode ahead
         self.outbox = Outbox()
         self.n_ctx = backend.info.n_ctx
 
@@ -117,12 +125,14 @@ class Scheduler:
         return len({id(s.job) for s in list(self.active.values())})
 
     def run(self) -> None:
-        while self._collect(block=not self.active and not self.waiting):
+        while self._collect(block=not (self.active or self.waiting or self.ahead)):
             self._drop_cancelled()
             self._expire_waiting(time.monotonic())
             self._admit()
             if self.active:
                 self._step()
+            elif self.ahead and not self.waiting:
+                self._decode_ahead()
             self.outbox.flush()
         self._shutdown()
         self.outbox.flush()
@@ -196,6 +206,7 @@ class Scheduler:
 
     def _occupy(self, job: Job, index: int, slot: int, reuse: int) -> Sequence:
         self.free.discard(slot)
+        self.ahead.pop(slot, None)
         self.cache.use(slot, reuse)
         seq = Sequence(job, index, slot, fed=reuse, cached=reuse)
         seq.assembler = TextAssembler(job.request.stop)
@@ -302,18 +313,19 @@ class Scheduler:
         seq.next_token = token
         self._note_timing(seq, now)
         info = self._token_info(seq, token, logits_index)
+        tail = seq.job.request.turn_tail
         if self.backend.is_eog(token):
             if info is not None:
                 seq.job.emit(TokenEvent("", info, seq.index))
-            self._finish(seq, "stop")
+            self._finish(seq, "stop", tail if tail[:1] == (token,) else ())
             return
         text = seq.assembler.feed(self.backend.token_bytes(token))
         if text or info is not None:
             seq.job.emit(TokenEvent(text, info, seq.index))
         if seq.assembler.stopped:
-            self._finish(seq, "stop")
+            self._finish(seq, "stop")  # the answer's text ends before its last tokens
         elif seq.generated >= seq.job.request.max_tokens or seq.position >= self.n_ctx:
-            self._finish(seq, "length")
+            self._finish(seq, "length", (token, *tail) if tail else ())
 
     def _note_timing(self, seq: Sequence, now: float) -> None:
         if seq.generated == 1:
@@ -331,12 +343,40 @@ class Scheduler:
         logprob = self.backend.logprob(logits_index, token)
         return TokenInfo(token, raw.decode("utf-8", errors="replace"), raw, logprob)
 
-    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason, ahead: tuple[int, ...] = ()) -> None:
+        """End the choice; `ahead` is what its slot's KV should get next, decoded when idle."""
         rest = seq.assembler.flush()
         if rest:
             seq.job.emit(TokenEvent(rest, None, seq.index))
         self._release(seq)  # before the Finish, so a follow-up request finds the slot free
         seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, seq.cached, seq.index))
+        held = len(self.cache.tokens[seq.slot])
+        if ahead and seq.job.request.n == 1 and held + len(ahead) <= self.n_ctx:
+            self.ahead[seq.slot] = ahead
+
+    def _decode_ahead(self) -> None:
+        """Idle: put finished answers' turn tails into their slots' KV, newest first."""
+        chosen: list[int] = []
+        size = 0
+        for slot in reversed(self.ahead):  # the newest answer is the likeliest followed up
+            if chosen and size + len(self.ahead[slot]) > AHEAD_TOKENS:
+                break
+            chosen.append(slot)
+            size += len(self.ahead[slot])
+        entries = [
+            BatchEntry(slot, self.ahead.pop(slot), len(self.cache.tokens[slot]), False)
+            for slot in sorted(chosen)
+        ]
+        try:
+            self.backend.decode(entries)
+        except EngineError as exc:  # nobody is waiting for these: forget them and go on
+            log.warning("could not decode ahead: %s", exc)
+            for entry in entries:
+                self.cache.forget(entry.seq_id)
+            return
+        for entry in entries:
+            self.cache.extend(entry.seq_id, entry.tokens)
+        self.observer.decoded_ahead(size)
 
     # -- failures ------------------------------------------------------------------------
     def _fail(self, jobs, exc: EngineError) -> None:

@@ -29,6 +29,9 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
     n: int = 1  # independent choices; the prompt is computed once and its KV forked
+    # What a follow-up prompt puts right after this answer (ChatML: "<|im_end|>\n<|im_start|>
+    # user\n"); decoded into the slot's cache ahead of time when the engine is idle.
+    turn_tail: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
