@@ -4,8 +4,8 @@ Every prompt is new to every server (a running serial number right after the sys
 prompt), so a prefix cache can only reuse the chat template's shared opening, as it would
 for distinct users; all prompts render to the same number of tokens give or take the topic
 (65 or 66 with the embedded model's template, 28 of them its shared opening), and all ask
-for a long essay so that greedy decoding runs to `max_tokens`. Conversations resend the whole history every turn, with the
-answer the server itself gave, as Writer's chatbot does.
+for a long essay so that greedy decoding runs to `max_tokens`. Conversations resend the whole
+history every turn, with the answer the server itself gave, as Writer's chatbot does.
 """
 
 from __future__ import annotations
