@@ -1,7 +1,6 @@
 """Continuous batching on the scripted backend: admission, budget, prefix reuse, forks, load."""
 
 import asyncio
-import queue
 
 import pytest
 
@@ -15,7 +14,7 @@ from inkstand.engine import (
     TokenEvent,
 )
 from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
-from inkstand.engine.scheduler import AHEAD_TOKENS, Scheduler, SchedulerConfig
+from inkstand.engine.scheduler import AHEAD_TOKENS
 from inkstand.errors import EngineError, OverloadedError
 
 
@@ -304,14 +303,3 @@ async def test_a_failed_decode_ahead_forgets_the_slot_and_harms_nobody(make_engi
     held = (*b"turn one|REPLY", *TAIL)
     turn_two = finishes(await collect(engine, GenerationRequest((*held, *b"two"), 50)))[0]
     assert (turn_two.reason, turn_two.cached_tokens) == ("stop", 0)
-
-
-def test_a_burst_of_prompts_goes_in_together_a_newcomer_trickles():
-    scheduler = Scheduler(FakeBackend(n_seq_max=16, n_batch=256), queue.SimpleQueue(),
-                          SchedulerConfig(step_tokens=16))  # fmt: skip
-    assert scheduler._prompt_budget(generating=0, prompting=3) == 256  # alone: the batch
-    assert scheduler._prompt_budget(generating=8, prompting=1) == 16  # among many: a share
-    assert scheduler._prompt_budget(generating=1, prompting=1) == 16
-    assert scheduler._prompt_budget(generating=1, prompting=6) == 96  # a burst: together
-    assert scheduler._prompt_budget(generating=2, prompting=15) == 16 * 7
-    assert scheduler._prompt_budget(generating=1, prompting=20) == 255  # within the batch

@@ -271,33 +271,16 @@ class Scheduler:
         for seq in self.active.values():
             if seq.next_token is not None:
                 entries.append((BatchEntry(seq.slot, (seq.next_token,), seq.position, True), seq))
-        prompting = [
-            s for s in self.active.values() if s.next_token is None and not s.awaiting_fork
-        ]
-        budget = self._prompt_budget(len(entries), len(prompting))
-        for seq in prompting:
-            if budget <= 0:
-                break
-            chunk = seq.prompt[seq.fed : seq.fed + budget]
-            done = seq.fed + len(chunk) == len(seq.prompt)
-            entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
-            budget -= len(chunk)
+        room = self.backend.n_batch - len(entries)
+        budget = min(room, self.config.step_tokens) if entries else room
+        for seq in self.active.values():
+            if seq.next_token is None and not seq.awaiting_fork and budget > 0:
+                chunk = seq.prompt[seq.fed : seq.fed + budget]
+                done = seq.fed + len(chunk) == len(seq.prompt)
+                entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
+                budget -= len(chunk)
         entries.sort(key=lambda pair: pair[0].seq_id)
         return [entry for entry, _ in entries], [seq for _, seq in entries]
-
-    def _prompt_budget(self, generating: int, prompting: int) -> int:
-        """Prompt tokens this step may carry next to `generating` sequences' next tokens.
-
-        Alone, prompts fill the batch. Next to running streams they get `step_tokens` for
-        each prompt there is per running stream (at least one share), so one newcomer among
-        many streams trickles in without stalling them, while a burst that arrives just after
-        its first request started (16 clients at once) goes in together, as llama-server and
-        vLLM take it, instead of over several slow steps for everyone.
-        """
-        room = self.backend.n_batch - generating
-        if not generating:
-            return room
-        return min(room, self.config.step_tokens * max(1, prompting // generating))
 
     def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
         """The batch is in the KV now: advance prompt positions and the prefix cache."""
