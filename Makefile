@@ -21,7 +21,7 @@ serve: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/mypy src bench
 
 test: install lint
 	$(VENV)/bin/pytest

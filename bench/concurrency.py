@@ -176,7 +176,7 @@ def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, p
     legacy = llama_cpp_server_command(peer, model, ports["llama_cpp"], threads=args.threads,
                                       ctx_size=args.ctx_size)  # fmt: skip
     legacy += ["--interrupt_requests", "false"]
-    specs = {
+    specs: dict[str, tuple[list[str], str, str, dict, dict]] = {
         "inkstand": (inkstand, "/health", "writer", {"Authorization": f"Bearer {key}"},
                      {"model": "palmyra-x5"}),
         "llama-server": (cpp, "/health", "openai", {}, {"model": "smollm2"}),

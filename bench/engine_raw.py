@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import uvloop
 from stats import Clock, Sample
 
+from inkstand.backends.base import ModelInfo
 from inkstand.backends.llama_cpp import LlamaCppBackend
 from inkstand.chat.prompt import render_prompt
 from inkstand.config import Settings
@@ -27,7 +29,16 @@ from inkstand.engine import (
 from inkstand.schemas.chat import ChatMessage
 
 
-def build_request(engine: Engine, messages: list[dict], max_tokens: int) -> GenerationRequest:
+class PromptMaker(Protocol):
+    """What a prompt needs: the model's template and tokenizer (an `Engine` or a backend)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+def build_request(engine: PromptMaker, messages: list[dict], max_tokens: int) -> GenerationRequest:
     info = engine.info
     chat = [ChatMessage.model_validate(m) for m in messages]
     prompt = render_prompt(info.chat_template, chat, bos=info.bos_text, eos=info.eos_text)

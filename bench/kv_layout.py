@@ -99,7 +99,7 @@ def engine_waves(model: str, settings, args, quiet: host.Quiet) -> dict:
     me, prompts = os.getpid(), Prompts()
     with loaded_engine(model, settings, kv_unified=args.unified) as engine:
         idle = rss_mb(me)
-        waves = []
+        waves: list[dict] = []
         for _ in range(args.rounds + 1):  # the first wave warms up and is not counted
             batch = prompts.batch(args.sequences)
             requests = [build_request(engine, m, args.max_tokens) for m in batch]
@@ -164,7 +164,8 @@ def backend_loop(model: str, settings, args, quiet: host.Quiet) -> list[float]:
 
 def _pack(items: list, budget: int) -> list[list]:
     """Consecutive groups of (seq, request) whose prompts fit one batch of `budget` tokens."""
-    groups, size = [[]], 0
+    groups: list[list] = [[]]
+    size = 0
     for item in items:
         n = len(item[1].prompt_tokens)
         if groups[-1] and size + n > budget:

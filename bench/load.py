@@ -104,7 +104,7 @@ def _dialect_body(dialect: str, body: dict) -> dict:
 
 
 async def _stream(client, url: str, body: dict, headers: dict, trace: Trace) -> None:
-    parts = []
+    parts: list[str] = []
     async with client.stream("POST", url, json=body, headers=headers) as response:
         if response.status_code != 200:
             await response.aread()

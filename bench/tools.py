@@ -215,7 +215,7 @@ def main() -> int:
             ) as http,
         ):
             started = time.time()
-            results = {
+            results: dict = {
                 "validity": validity(http),
                 "json": json_validity(http),
                 "auto": auto_choice(http),
