@@ -28,11 +28,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from load import Trace
 
 from inkstand.backends.base import BatchEntry
+from inkstand.engine.prefix import common_prefix
+
+T = TypeVar("T")
 
 
 class Ceiling:
@@ -94,70 +100,70 @@ class BareLoop:
     def wave(self, prompts: list[list[int]], max_tokens: int) -> dict:
         from inkstand.engine import SamplingParams
 
-        greedy = SamplingParams(temperature=0.0)
-        start = time.perf_counter()
-        arrivals: dict[int, list[float]] = {seq: [] for seq in range(len(prompts))}
-        finish: dict[int, str] = {}
-        next_token: dict[int, int] = {}
+        progress = _Progress(time.perf_counter(), max_tokens, {s: [] for s in range(len(prompts))})
         prefill = []
         for seq, prompt in enumerate(prompts):
-            keep = min(_shared(self.held.get(seq, []), prompt), len(prompt) - 1)
-            self.backend.begin(seq, greedy, keep)
+            keep = min(common_prefix(self.held.get(seq, []), prompt), len(prompt) - 1)
+            self.backend.begin(seq, SamplingParams(temperature=0.0), keep)
             prefill.append(BatchEntry(seq, tuple(prompt[keep:]), keep, True))
             self.held[seq] = list(prompt)
-        for group in _pack(prefill, self.backend.n_batch):
-            self._decode(group, next_token, arrivals, finish, max_tokens, start)
-        while next_token:
+        for group in pack(prefill, self.backend.n_batch, lambda entry: len(entry.tokens)):
+            self._decode(group, progress)
+        while progress.pending:
             step = [
-                BatchEntry(seq, (tok,), len(self.held[seq]), True)
-                for seq, tok in sorted(next_token.items())
+                BatchEntry(seq, (token,), len(self.held[seq]), True)
+                for seq, token in sorted(progress.pending.items())
             ]
+            progress.pending.clear()
             for entry in step:
                 self.held[entry.seq_id].append(entry.tokens[0])
-            self._decode(step, next_token, arrivals, finish, max_tokens, start)
-        wall = time.perf_counter() - start
-        return {
-            "wall_s": wall,
-            "sequences": [
-                {"arrivals": arrivals[s], "tokens": len(arrivals[s]), "finish": finish[s]}
-                for s in sorted(arrivals)
-            ],
-        }
+            self._decode(step, progress)
+        return progress.result(time.perf_counter() - progress.start)
 
-    def _decode(self, entries, next_token, arrivals, finish, max_tokens, start) -> None:
+    def _decode(self, entries: list[BatchEntry], progress: _Progress) -> None:
         for entry, index in zip(entries, self.backend.decode(entries), strict=True):
-            seq = entry.seq_id
-            token = self.backend.sample(seq, index)
-            next_token.pop(seq, None)
-            if self.backend.is_eog(token):
-                finish[seq] = "stop"
-                continue
-            arrivals[seq].append(time.perf_counter() - start)
-            if len(arrivals[seq]) >= max_tokens:
-                finish[seq] = "length"
-            else:
-                next_token[seq] = token
+            token = self.backend.sample(entry.seq_id, index)
+            progress.take(entry.seq_id, token, self.backend.is_eog(token))
 
 
-def _shared(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+@dataclass
+class _Progress:
+    """One wave's sequences: when each token came, how each ended, what is left to decode."""
+
+    start: float
+    max_tokens: int
+    arrivals: dict[int, list[float]]  # seq -> seconds from the start, one per token
+    finish: dict[int, str] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)  # seq -> sampled, not yet decoded
+
+    def take(self, seq: int, token: int, eog: bool) -> None:
+        if eog:
+            self.finish[seq] = "stop"
+            return
+        self.arrivals[seq].append(time.perf_counter() - self.start)
+        if len(self.arrivals[seq]) >= self.max_tokens:
+            self.finish[seq] = "length"
+        else:
+            self.pending[seq] = token
+
+    def result(self, wall: float) -> dict:
+        sequences = [
+            {"arrivals": times, "tokens": len(times), "finish": self.finish[seq]}
+            for seq, times in sorted(self.arrivals.items())
+        ]
+        return {"wall_s": wall, "sequences": sequences}
 
 
-def _pack(entries: list[BatchEntry], budget: int) -> list[list[BatchEntry]]:
-    """Consecutive groups of entries whose tokens fit one decode call of `budget` tokens."""
-    groups: list[list[BatchEntry]] = [[]]
-    size = 0
-    for entry in entries:
-        if groups[-1] and size + len(entry.tokens) > budget:
+def pack(items: list[T], budget: int, size: Callable[[T], int]) -> list[list[T]]:
+    """Consecutive groups of `items` whose sizes add up to at most `budget` (one decode call)."""
+    groups: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        if groups[-1] and total + size(item) > budget:
             groups.append([])
-            size = 0
-        groups[-1].append(entry)
-        size += len(entry.tokens)
+            total = 0
+        groups[-1].append(item)
+        total += size(item)
     return groups
 
 

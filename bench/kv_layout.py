@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import host
+from ceiling import pack
 from servers import rss_mb
 from workload import Prompts
 
@@ -145,7 +146,8 @@ def backend_loop(model: str, settings, args, quiet: host.Quiet) -> list[float]:
             quiet.wait()
             start = time.perf_counter()
             token, pos = {}, {}
-            for group in _pack(list(enumerate(requests)), backend.n_batch):
+            items = list(enumerate(requests))
+            for group in pack(items, backend.n_batch, lambda item: len(item[1].prompt_tokens)):
                 for seq, request in group:
                     backend.begin(seq, request.sampling, 0)
                 entries = [BatchEntry(seq, r.prompt_tokens, 0, True) for seq, r in group]
@@ -160,20 +162,6 @@ def backend_loop(model: str, settings, args, quiet: host.Quiet) -> list[float]:
     finally:
         backend.close()
     return rates[1:]
-
-
-def _pack(items: list, budget: int) -> list[list]:
-    """Consecutive groups of (seq, request) whose prompts fit one batch of `budget` tokens."""
-    groups: list[list] = [[]]
-    size = 0
-    for item in items:
-        n = len(item[1].prompt_tokens)
-        if groups[-1] and size + n > budget:
-            groups.append([])
-            size = 0
-        groups[-1].append(item)
-        size += n
-    return groups
 
 
 def _parse_args() -> argparse.Namespace:
