@@ -313,11 +313,10 @@ class Scheduler:
         seq.next_token = token
         self._note_timing(seq, now)
         info = self._token_info(seq, token, logits_index)
-        tail = seq.job.request.turn_tail
         if self.backend.is_eog(token):
             if info is not None:
                 seq.job.emit(TokenEvent("", info, seq.index))
-            self._finish(seq, "stop", tail if tail[:1] == (token,) else ())
+            self._finish(seq, "stop", _ahead(seq, token, eog=True))
             return
         text = seq.assembler.feed(self.backend.token_bytes(token))
         if text or info is not None:
@@ -325,7 +324,7 @@ class Scheduler:
         if seq.assembler.stopped:
             self._finish(seq, "stop")  # the answer's text ends before its last tokens
         elif seq.generated >= seq.job.request.max_tokens or seq.position >= self.n_ctx:
-            self._finish(seq, "length", (token, *tail) if tail else ())
+            self._finish(seq, "length", _ahead(seq, token, eog=False))
 
     def _note_timing(self, seq: Sequence, now: float) -> None:
         if seq.generated == 1:
@@ -409,3 +408,15 @@ class Scheduler:
         for job in self.waiting:
             job.emit(EngineError("The server is shutting down."))
         self.waiting.clear()
+
+
+def _ahead(seq: Sequence, last: int, *, eog: bool) -> tuple[int, ...]:
+    """What a finished answer's slot should get next: its request's turn tail.
+
+    The last sampled token was never decoded, so it goes first, unless it ended the
+    generation: then it must be the tail's own first token, or nothing is decoded ahead.
+    """
+    tail = seq.job.request.turn_tail
+    if eog:
+        return tail if tail[:1] == (last,) else ()
+    return (last, *tail) if tail else ()
