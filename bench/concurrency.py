@@ -158,38 +158,63 @@ def git_state() -> dict:
     return {"commit": git("rev-parse", "HEAD"), "src_changes": git("status", "--short", "src")}
 
 
-def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, peer: Path):
-    """Start the three servers (stopped when `stack` closes); name -> Target."""
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inkstand-bench-")))
+@dataclass(frozen=True)
+class Spec:
+    """How to start one server under test and talk to it."""
+
+    cmd: list[str]
+    ready: str  # the path polled until it answers 200
+    dialect: str
+    headers: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # body fields this server needs
+
+    @contextlib.contextmanager
+    def serve(self, name: str, port: int, log: Path) -> Iterator[Target]:
+        with serving(name, self.cmd, port, ready_path=self.ready, log=log) as server:
+            yield Target(name, server, self.dialect, self.headers, self.extra)
+
+
+def inkstand_spec(args, port: int, data_dir: Path) -> Spec:
     key = secrets.token_urlsafe(24)
-    ports = {name: free_port() for name in ("inkstand", "llama-server", "llama_cpp")}
-    inkstand = [
+    cmd = [
         str(Path(sys.executable).with_name("inkstand")), "serve",
-        "--port", str(ports["inkstand"]), "--data-dir", str(tmp / "data"), "--api-key", key,
+        "--port", str(port), "--data-dir", str(data_dir), "--api-key", key,
         "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
         "--slots", str(args.slots),
     ]  # fmt: skip
-    cpp = llama_server_command(binary, model, ports["llama-server"], threads=args.threads,
+    return Spec(cmd, "/health", "writer", {"Authorization": f"Bearer {key}"},
+                {"model": "palmyra-x5"})  # fmt: skip
+
+
+def llama_server_spec(args, port: int, binary: Path, model: str) -> Spec:
+    cmd = llama_server_command(binary, model, port, threads=args.threads,
                                ctx_size=args.ctx_size, slots=args.slots)  # fmt: skip
+    return Spec(cmd, "/health", "openai", {}, {"model": "smollm2"})
+
+
+def llama_cpp_spec(args, port: int, peer: Path, model: str) -> Spec:
+    cmd = llama_cpp_server_command(peer, model, port, threads=args.threads,
+                                   ctx_size=args.ctx_size)  # fmt: skip
     # llama_cpp.server interrupts a running stream when another request arrives unless told
     # not to; a server for several chats queues them instead.
-    legacy = llama_cpp_server_command(peer, model, ports["llama_cpp"], threads=args.threads,
-                                      ctx_size=args.ctx_size)  # fmt: skip
-    legacy += ["--interrupt_requests", "false"]
-    specs: dict[str, tuple[list[str], str, str, dict, dict]] = {
-        "inkstand": (inkstand, "/health", "writer", {"Authorization": f"Bearer {key}"},
-                     {"model": "palmyra-x5"}),
-        "llama-server": (cpp, "/health", "openai", {}, {"model": "smollm2"}),
-        # its default repeat_penalty (1.1) would change the greedy output
-        "llama_cpp": (legacy, "/v1/models", "legacy", {}, {"model": "smollm2",
-                                                           "repeat_penalty": 1.0}),
-    }  # fmt: skip
-    targets = {}
-    for name, (cmd, ready, dialect, headers, extra) in specs.items():
-        log = tmp / f"{name}.log"
-        server = stack.enter_context(serving(name, cmd, ports[name], ready_path=ready, log=log))
-        targets[name] = Target(name, server, dialect, headers, extra)
-    return targets
+    cmd += ["--interrupt_requests", "false"]
+    # its default repeat_penalty (1.1) would change the greedy output
+    return Spec(cmd, "/v1/models", "legacy", {}, {"model": "smollm2", "repeat_penalty": 1.0})
+
+
+def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, peer: Path):
+    """Start the three servers (stopped when `stack` closes); name -> Target."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inkstand-bench-")))
+    ports = {name: free_port() for name in ("inkstand", "llama-server", "llama_cpp")}
+    specs = {
+        "inkstand": inkstand_spec(args, ports["inkstand"], tmp / "data"),
+        "llama-server": llama_server_spec(args, ports["llama-server"], binary, model),
+        "llama_cpp": llama_cpp_spec(args, ports["llama_cpp"], peer, model),
+    }
+    return {
+        name: stack.enter_context(spec.serve(name, ports[name], tmp / f"{name}.log"))
+        for name, spec in specs.items()
+    }
 
 
 class Bench:

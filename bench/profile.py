@@ -18,20 +18,18 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import load
 import uvloop
-from concurrency import Target
-from llama_server import ensure_llama_server, llama_server_command
-from servers import free_port, serving
+from concurrency import Target, inkstand_spec, llama_server_spec
+from llama_server import ensure_llama_server
+from servers import free_port
 from workload import Prompts
 
 from inkstand.config import find_embedded_model
@@ -67,27 +65,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@contextlib.contextmanager
-def started(name: str, args, tmp: Path) -> Iterator[Target]:
+def started(name: str, args, tmp: Path) -> contextlib.AbstractContextManager[Target]:
     """The server under `name`, started as concurrency.py starts it, stopped on the way out."""
     port = free_port()
     if name == "inkstand":
-        key = secrets.token_urlsafe(24)
-        cmd = [str(Path(sys.executable).with_name("inkstand")), "serve", "--port", str(port),
-               "--data-dir", str(tmp / "data"), "--api-key", key, "--threads", str(args.threads),
-               "--ctx-size", str(args.ctx_size), "--slots", str(args.slots)]  # fmt: skip
-        dialect, headers, extra = (
-            "writer",
-            {"Authorization": f"Bearer {key}"},
-            {"model": "palmyra-x5"},
-        )
+        spec = inkstand_spec(args, port, tmp / "data")
     else:
-        binary, _ = ensure_llama_server()
-        cmd = llama_server_command(binary, find_embedded_model(), port, threads=args.threads,
-                                   ctx_size=args.ctx_size, slots=args.slots)  # fmt: skip
-        dialect, headers, extra = "openai", {}, {"model": "smollm2"}
-    with serving(name, cmd, port, ready_path="/health", log=tmp / f"{name}.log") as server:
-        yield Target(name, server, dialect, headers, extra)
+        spec = llama_server_spec(args, port, ensure_llama_server()[0], find_embedded_model())
+    return spec.serve(name, port, tmp / f"{name}.log")
 
 
 async def record(target: Target, args, data: Path) -> dict[str, float]:
