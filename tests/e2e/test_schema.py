@@ -1,7 +1,8 @@
 """Responses, stream chunks, the model list and error envelopes against Writer's OpenAPI schemas.
 
-The schemas come from `shared/spec/writer-openapi.yml`, converted to JSON Schema with null
-allowed only where spec section 8 says the server emits it (see `support.NULL_BY_SPEC_8`).
+The schemas come from Writer's OpenAPI document vendored in `tests/contract/`, converted to
+JSON Schema with null allowed only where spec section 8 says the server emits it (see
+`contract.openapi.NULL_BY_SPEC_8`).
 """
 
 from __future__ import annotations
