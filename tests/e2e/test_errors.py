@@ -37,7 +37,8 @@ def without(key: str) -> dict:
 
 
 # id -> (request, expected status); a request may name its `auth` header, `method`, `path`,
-# `server` fixture, and `json`, raw `content` or `chunks` sent without a Content-Length.
+# `server` fixture, more `headers`, and `json`, raw `content` or `chunks` sent without a
+# Content-Length.
 CASES = {
     "missing key": ({"auth": None, "json": greedy()}, 401),
     "invalid key": ({"auth": "Bearer not-a-key", "json": greedy()}, 401),
@@ -92,11 +93,16 @@ CASES = {
     "streaming prompt over context": (bad(messages=LONG_PROMPT, stream=True), 400),
     "body over limit": ({"server": "tiny_server", "content": b" " * 2048}, 413),
     "chunked body over limit": ({"server": "tiny_server", "chunks": [b" " * 600] * 4}, 413),
+    "request line over limit": ({"method": "GET", "path": "/v1/models?q=" + "a" * 9000}, 414),
+    "too many headers": (
+        {"method": "GET", "path": "/v1/models", "headers": {f"x-h{i}": "v" for i in range(100)}},
+        431,
+    ),
 }
 
 
 def send(server, *, auth=BEARER, method="POST", path="/v1/chat", chunks=None, **kwargs):
-    headers = {"Authorization": auth} if auth else {}
+    headers = {**({"Authorization": auth} if auth else {}), **kwargs.pop("headers", {})}
     if chunks is not None:
         kwargs["content"] = iter(chunks)
     with httpx.Client(base_url=server.url, timeout=60) as http:
