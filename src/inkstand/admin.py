@@ -1,4 +1,5 @@
-"""`inkstand keys ...` and `inkstand usage`: manage keys and read usage in a data dir.
+"""`inkstand keys ...` and `inkstand usage [prune]`: manage keys, read and prune usage in a
+data dir.
 
 They open the same SQLite store as the server (`--data-dir`, `INKSTAND_DATA_DIR` or the
 config file's `data_dir`); a running server sees a new or revoked key on its next request.
@@ -95,6 +96,13 @@ def report_usage(store: Store, args) -> int:
         _table(list(rows[0]), [[_cell(v) for v in row.values()] for row in rows])
     else:
         print("No usage recorded" + (" for that selection." if args.key or since else "."))
+    return 0
+
+
+def prune_usage(store: Store, args) -> int:
+    before = parse_when(args.before)
+    deleted = UsageLog(store).prune(before)
+    print(f"Deleted {deleted} usage records from before {before}.")
     return 0
 
 

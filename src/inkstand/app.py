@@ -6,7 +6,8 @@ in-memory store; the server passes neither and the models load in the background
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import asyncio
+from contextlib import asynccontextmanager, suppress
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +29,7 @@ from inkstand.gateway import Gateway
 from inkstand.metrics import Metrics
 from inkstand.runtime import Runtime
 from inkstand.store import KeyStore, Store, UsageLog, open_store
+from inkstand.store.usage import keep_pruned, retention_cutoff
 
 
 def create_app(
@@ -39,10 +41,13 @@ def create_app(
 ) -> Starlette:
     store = store if store is not None else open_store(settings.data_dir)
     keys = KeyStore(store, settings.api_key)
-    gateway = Gateway(settings, keys, UsageLog(store))
+    usage = UsageLog(store)
+    gateway = Gateway(settings, keys, usage)
     telemetry = metrics if metrics is not None else Metrics()
     runtime = Runtime(settings, observer=telemetry)
     telemetry.watch(lambda: runtime.engines.values())
+    telemetry.watch_store(store.size)
+    retention_cutoff(settings.usage_retention_days)  # a bad setting fails here, not in the task
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -50,9 +55,13 @@ def create_app(
             runtime.install(engines)
         else:
             runtime.load_in_background()
+        pruning = asyncio.create_task(keep_pruned(usage, settings.usage_retention_days))
         try:
             yield
         finally:
+            pruning.cancel()
+            with suppress(asyncio.CancelledError):
+                await pruning
             runtime.close()
             store.close()  # the writer commits what is queued first
 
@@ -66,7 +75,7 @@ def create_app(
         ],
         middleware=[
             Middleware(AccessLogMiddleware),
-            Middleware(GatewayMiddleware, gateway=gateway),
+            Middleware(GatewayMiddleware, gateway=gateway, metrics=telemetry),
         ],
         exception_handlers={
             InkstandError: errors.on_inkstand_error,

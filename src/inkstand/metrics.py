@@ -73,9 +73,21 @@ class Metrics:
             "Turn-tail tokens decoded into idle slots for a conversation's next turn.",
             registry=r,
         )
+        self.unauthenticated = Counter(
+            "inkstand:unauthenticated_requests",
+            "API requests refused with 401 (counted here, never stored).",
+            registry=r,
+        )
+        self.store_bytes = Gauge(
+            "inkstand:store_bytes", "Size of the SQLite store: database and WAL files.", registry=r
+        )
 
     def watch(self, engines: Callable[[], Iterable[Engine]]) -> None:
         self._engines = engines
+
+    def watch_store(self, size: Callable[[], int]) -> None:
+        """Read the store's size (bytes) at every scrape."""
+        self.store_bytes.set_function(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,7 @@
 """One test pins Writer's error envelope for every error source the API has."""
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
@@ -196,6 +198,19 @@ async def test_engine_failure_mid_stream_is_one_error_event(client, backend):
     assert envelope_ok(json.loads(error_frames[0].split("data: ", 1)[1]))
 
 
+@pytest.mark.parametrize(
+    "template",
+    ["{% if %}", "{{ messages.nope() }}"],
+    ids=["does not compile", "fails to render"],
+)
+async def test_a_broken_chat_template_is_a_500_never_retried(client, backend, template):
+    backend.info = replace(backend.info, chat_template=template)
+    response = await client.post("/v1/chat", json=chat_body())
+    assert response.status_code == 500
+    assert envelope_ok(response.json())
+    assert response.headers["x-should-retry"] == "false"
+
+
 async def test_loading_server_answers_503_with_retry_after():
     app = create_app(settings(), engines=None, store=open_store(None))
     app.state.runtime.ready = False  # lifespan not run: models never loaded
@@ -207,6 +222,7 @@ async def test_loading_server_answers_503_with_retry_after():
     assert response.status_code == 503
     assert envelope_ok(response.json())
     assert int(response.headers["retry-after"]) >= 1
+    assert "x-should-retry" not in response.headers  # still loading: retrying will work
     assert health.status_code == 503
 
 

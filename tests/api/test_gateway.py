@@ -2,13 +2,16 @@
 request limits. Statuses, envelopes and records are asserted on structure, never on prose."""
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from inkstand.api.gateway import GatewayMiddleware
+from inkstand.api.gateway import UNROUTED_CHARS, GatewayMiddleware
 from inkstand.config import Settings
 from inkstand.gateway import Gateway
+from inkstand.metrics import Metrics
 from inkstand.store import KeyStore, UsageLog, open_store
 
 from .conftest import KEY, api_client, build_app, chat_body, settings
@@ -139,15 +142,13 @@ async def test_every_request_is_recorded_with_its_usage(app, client):
     )
     assert stream.status_code == 200
     await client.post("/v1/chat", json=chat_body(model="nope"), **auth)
-    await client.get("/v1/models", headers={"Authorization": "Bearer wrong"})
-    rows = [r for r in usage_rows(app) if r["key_id"] in (key.id, None)]
+    rows = [r for r in usage_rows(app) if r["key_id"] == key.id]
     assert [(r["endpoint"], r["status"], r["key_id"]) for r in rows] == [
         ("/v1/chat", 200, key.id),
         ("/v1/completions", 200, key.id),
         ("/v1/chat", 400, key.id),
-        ("/v1/models", 401, None),
     ]
-    chat, completion, bad, _ = rows
+    chat, completion, bad = rows
     usage = answer["usage"]
     assert (chat["model"], chat["prompt_tokens"], chat["completion_tokens"]) == (
         "palmyra-x5",
@@ -186,7 +187,7 @@ async def test_the_record_is_committed_before_the_last_body_message():
         "method": "POST",
         "headers": [(b"authorization", b"Bearer k")],
     }
-    await GatewayMiddleware(app, gateway)(scope, None, send)
+    await GatewayMiddleware(app, gateway, Metrics())(scope, None, send)
     assert seen_at_end == [1]
     store.close()
 
@@ -282,3 +283,53 @@ async def test_a_failed_request_uses_no_tokens_and_gives_its_hold_back(app, clie
     assert after.status_code == 200
     (row,) = [r for r in usage_rows(app) if r["key_id"] == key.id and r["status"] == 500]
     assert (row["prompt_tokens"], row["completion_tokens"]) == (0, 0)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the unlabelled sample `name` in a Prometheus text exposition."""
+    (value,) = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and not sample.labels
+    ]
+    return value
+
+
+async def test_unauthenticated_requests_are_counted_never_stored(app, client):
+    refusals = [
+        ("POST", "/v1/chat", ""),
+        ("GET", "/v1/models", "Bearer wrong"),
+        ("GET", "/v1/" + "x" * 50_000 + "%0A%1b", "Basic nope"),
+    ]
+    for method, path, auth in refusals:
+        response = await client.request(method, path, headers={"Authorization": auth})
+        assert response.status_code == 401
+    assert (await client.get("/v1/models")).status_code == 200  # a key's request is stored
+    assert [(r["endpoint"], r["key_id"]) for r in usage_rows(app)] == [("/v1/models", "configured")]
+    exposition = (await client.get("/metrics")).text
+    assert metric(exposition, "inkstand:unauthenticated_requests_total") == len(refusals)
+
+
+async def test_a_record_names_its_route_never_the_raw_path(app, client):
+    await client.post("/v1/models")  # 405 on a known route: the route
+    await client.get("/v1/" + "a" * 5000)  # 404: a short form
+    await client.get("/v1/%0Aforged%1b[31m")  # 404: control characters escaped
+    endpoints = [r["endpoint"] for r in usage_rows(app)]
+    assert len(endpoints) == 3
+    assert endpoints[0] == "/v1/models"
+    assert endpoints[1].startswith("/v1/aaa") and len(endpoints[1]) == UNROUTED_CHARS
+    assert endpoints[2] == "/v1/\\nforged\\x1b[31m"
+
+
+async def test_with_no_usable_key_the_401_says_how_to_create_one(backend):
+    app = build_app(backend, replace(settings(), api_key=()))
+    async with api_client(app, lifespan=True) as client:
+        closed = await client.get("/v1/models")
+        assert closed.status_code == 401
+        assert "inkstand keys create" in error_of(closed)["description"]
+        key = app.state.keys.create("first")
+        wrong = await client.get("/v1/models")
+        assert wrong.status_code == 401
+        assert "inkstand keys create" not in error_of(wrong)["description"]
+        assert (await client.get("/v1/models", **with_key(client, key.secret))).status_code == 200

@@ -2,12 +2,14 @@
 their refusals (exit status 2 with a message, never a traceback)."""
 
 import json
+import re
 
 import pytest
 
 from inkstand.admin import parse_when
 from inkstand.cli import main
 from inkstand.config import ConfigError
+from inkstand.store import UsageLog, UsageRecord, open_store
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -65,3 +67,37 @@ def test_the_commands_need_no_model_file(tmp_path, capsys):
     status, out, _ = run(capsys, "keys", "create", "--name", "a", "--json", "--config", str(config))
     assert status == 0 and json.loads(out)["id"]
     assert (data / "inkstand.sqlite3").is_file()
+
+
+def test_usage_prune_deletes_records_before_a_date_and_says_how_many(tmp_path, capsys):
+    store = open_store(str(tmp_path))
+    log = UsageLog(store)
+    for day in ("2026-01-01", "2026-01-02", "2026-02-01"):
+        record = UsageRecord(
+            f"{day}T08:00:00.000+00:00", "k", "m", "/v1/chat", 1, 0, 1, 1, 200, None
+        )
+        log.record(record).result()
+    store.close()
+    where = ("--data-dir", str(tmp_path))
+    status, out, _ = run(capsys, "usage", "prune", "--before", "2026-01-15", *where)
+    assert status == 0
+    assert re.search(r"\b2\b", out) and "2026-01-15" in out
+    status, out, _ = run(capsys, "usage", *where, "prune", "--before", "2026-01-15")
+    assert status == 0 and re.search(r"\b0\b", out)
+    status, out, _ = run(capsys, "usage", "--json", *where)
+    assert json.loads(out)[0]["requests"] == 1
+
+
+@pytest.mark.parametrize("before", ["last month", "2026-13-01", ""])
+def test_usage_prune_refuses_a_bad_date_and_deletes_nothing(tmp_path, capsys, before):
+    store = open_store(str(tmp_path))
+    UsageLog(store).record(
+        UsageRecord("2000-01-01T00:00:00.000+00:00", "k", "m", "/v1/chat", 1, 0, 1, 1, 200, None)
+    ).result()
+    store.close()
+    status, _, err = run(capsys, "usage", "prune", "--before", before, "--data-dir", str(tmp_path))
+    assert status == 2 and err.startswith("inkstand: ") and "Traceback" not in err
+    assert "YYYY-MM-DD" in err
+    store = open_store(str(tmp_path))
+    assert len(UsageLog(store).rows()) == 1
+    store.close()

@@ -70,3 +70,15 @@ def test_gateway_settings_from_env_and_flags():
     assert (defaults.gateway, defaults.rpm, defaults.tpm) == (True, 0, 0)
     with pytest.raises(ConfigError):
         load_settings({}, environ={"INKSTAND_GATEWAY": "maybe"})
+
+
+def test_usage_retention_from_flag_env_and_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("usage_retention_days = 30\n")
+    assert load_settings({}, environ={}).usage_retention_days == 90
+    assert load_settings({"config": str(config)}, environ={}).usage_retention_days == 30
+    env = {"INKSTAND_USAGE_RETENTION_DAYS": "0"}
+    assert load_settings({"config": str(config)}, environ=env).usage_retention_days == 0
+    assert load_settings({"usage_retention_days": 7}, environ=env).usage_retention_days == 7
+    with pytest.raises(ConfigError):
+        load_settings({"usage_retention_days": -1}, environ={})

@@ -1,15 +1,19 @@
 """The SQLite store: migrations upgrade in place; keys are verified, never stored."""
 
 import hashlib
+import os
 import sqlite3
+import stat
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
 from inkstand.config import ConfigError
 from inkstand.store import KeyStore, UsageLog, UsageRecord, open_store
-from inkstand.store.db import DB_NAME, connect, migrate, migrations
+from inkstand.store.db import DB_NAME, DB_SUFFIXES, connect, migrate, migrations
 from inkstand.store.keys import PREFIX_LEN
+from inkstand.store.usage import retention_cutoff
 
 
 def test_migrations_are_numbered_and_applied_once():
@@ -166,4 +170,84 @@ def test_a_waiter_that_gives_up_neither_loses_its_write_nor_stops_the_writer(tmp
     blocker.result(timeout=5)
     log.record(record).result(timeout=5)  # the writer lives on
     assert len(log.rows()) == 2  # and the abandoned record was still written
+    store.close()
+
+
+def usage_at(at: str) -> UsageRecord:
+    return UsageRecord(at, "key_x", "palmyra-x5", "/v1/chat", 1, 0, 1, 1.0, 200, "stop")
+
+
+def test_prune_deletes_only_older_records_in_chunks(tmp_path):
+    store = open_store(str(tmp_path))
+    log = UsageLog(store)
+    days = [f"2026-01-{d:02d}T12:00:00.000+00:00" for d in range(1, 21)]
+    for at in days:
+        log.record(usage_at(at)).result()
+    commits = store.writer.commits
+    assert log.prune("2026-01-08T00:00:00.000+00:00", chunk=3) == 7
+    assert store.writer.commits - commits == 3  # 3 + 3 + 1: other writes go in between
+    assert [row["at"] for row in log.rows()] == days[7:]
+    assert log.prune("2026-01-08T00:00:00.000+00:00") == 0
+    store.close()
+
+
+def test_retention_cutoff_counts_days_back_and_zero_keeps_everything():
+    now = datetime(2026, 5, 31, 12, 0, tzinfo=UTC)
+    assert retention_cutoff(90, now) == "2026-03-02T12:00:00.000+00:00"
+    assert retention_cutoff(0, now) is None
+    with pytest.raises(ConfigError):
+        retention_cutoff(-1, now)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_new_data_dir_is_private_and_so_are_its_database_files(tmp_path):
+    data = tmp_path / "new" / "data"
+    store = open_store(str(data))
+    KeyStore(store).create("k")  # a write: the WAL and its index exist now
+    files = [data / (DB_NAME + suffix) for suffix in DB_SUFFIXES]
+    assert all(f.exists() for f in files)
+    assert mode(data) == 0o700
+    assert [mode(f) for f in files] == [0o600] * 3
+    store.close()
+
+
+def test_an_older_data_dir_is_tightened_when_opened(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    conn = connect(str(data / DB_NAME))  # as an older release left it: 0644 files
+    migrate(conn)
+    conn.execute("INSERT INTO usage (at, endpoint, latency_ms, status) VALUES ('x', '/', 1, 200)")
+    for suffix in DB_SUFFIXES:
+        os.chmod(data / (DB_NAME + suffix), 0o644)
+    store = open_store(str(data))
+    conn.close()
+    assert mode(data) == 0o700
+    assert [mode(data / (DB_NAME + s)) for s in DB_SUFFIXES] == [0o600] * 3
+    store.close()
+
+
+def test_a_shared_sticky_dir_is_left_alone(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    open_store(str(shared)).close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert mode(shared / DB_NAME) == 0o600
+
+
+def test_a_new_store_has_never_held_a_key_and_revoking_does_not_make_it_new(tmp_path):
+    store = open_store(str(tmp_path))
+    keys = KeyStore(store)
+    assert not keys.ever_stored() and not keys.has_usable()
+    made = keys.create("k")
+    assert keys.ever_stored() and keys.has_usable()
+    keys.revoke(made.id)
+    assert keys.ever_stored() and not keys.has_usable()
+    keys.create("old", expires_at="2001-01-01T00:00:00.000+00:00")
+    assert not keys.has_usable()
+    assert KeyStore(store, ("cli-key",)).has_usable()
     store.close()

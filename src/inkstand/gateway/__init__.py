@@ -24,6 +24,11 @@ from inkstand.store import KeyRecord, KeyStore, UsageLog, UsageRecord
 
 __all__ = ["Admission", "Gateway", "RateLimiter"]
 
+NO_KEY_HINT = (
+    " This server has no usable API key; its operator can create one with "
+    "`inkstand keys create --name NAME`."
+)
+
 
 @dataclass(eq=False)
 class Admission:
@@ -71,6 +76,15 @@ class Gateway:
         return self.default_tpm if key.tpm is None else key.tpm
 
     def authenticate(self, header: str | None) -> KeyRecord:
+        """The caller's key; 401 if it is missing, unknown, revoked or expired."""
+        try:
+            return self._authenticate(header)
+        except AuthenticationError as exc:
+            if self.keys.has_usable():
+                raise
+            raise AuthenticationError(exc.description + NO_KEY_HINT) from None
+
+    def _authenticate(self, header: str | None) -> KeyRecord:
         if not header:
             raise AuthenticationError("Missing API key: send `Authorization: Bearer <key>`.")
         scheme, _, secret = header.partition(" ")

@@ -99,6 +99,22 @@ class KeyStore:
     def has_any(self) -> bool:
         return bool(self._configured) or self.count() > 0
 
+    def has_usable(self) -> bool:
+        """A key given on the command line, or a stored one neither revoked nor expired."""
+        if self._configured:
+            return True
+        return bool(
+            self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > ?))",
+                (utc_now(),),
+            ).fetchone()[0]
+        )
+
+    def ever_stored(self) -> bool:
+        """Whether this store has ever held a key (revoking keeps the row, so this lasts)."""
+        return bool(self._conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0])
+
     def create(
         self,
         name: str,
@@ -146,8 +162,10 @@ class KeyStore:
         """The key `secret` belongs to, revoked or expired ones included; None if unknown."""
         if self._configured:
             probe = hashlib.sha256(secret.encode()).digest()
-            if any(hmac.compare_digest(probe, digest) for digest in self._configured):
-                return KeyRecord(CONFIGURED_ID, "--api-key")
+            matches = [hmac.compare_digest(probe, digest) for digest in self._configured]
+            if any(matches):  # each key its own id ("configured", "configured-2" ...)
+                n = matches.index(True) + 1
+                return KeyRecord(CONFIGURED_ID if n == 1 else f"{CONFIGURED_ID}-{n}", "--api-key")
         rows = self._conn.execute(
             f"SELECT salt, hash, {_COLUMNS} FROM api_keys WHERE prefix = ?",
             (secret[:PREFIX_LEN],),
