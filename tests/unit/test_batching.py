@@ -154,6 +154,19 @@ async def test_n_choices_fork_one_prefill(make_engine):
     assert prompt_tokens_decoded == len("shared prompt")
 
 
+async def test_n_choices_reuse_their_scopes_cache_beside_slots_never_used(make_engine):
+    # Found by tests/api/test_contract.py: the sibling slots of a request that reuses its
+    # key's cache were asked to keep that many tokens of a slot no key had used: a 500.
+    backend = FakeBackend("ok", n_seq_max=4)
+    engine = make_engine(backend)
+    prompt = tuple(b"the same long prompt")
+    await collect(engine, GenerationRequest(prompt, 50, cache_scope="key-a"))
+    again = GenerationRequest((*prompt, ord("!")), 50, n=3, cache_scope="key-a")
+    ends = finishes(await collect(engine, again))
+    assert [(f.index, f.reason) for f in ends] == [(0, "stop"), (1, "stop"), (2, "stop")]
+    assert ends[0].cached_tokens == len(prompt)
+
+
 async def test_cancel_frees_the_slot_for_a_waiting_request(make_engine):
     backend = FakeBackend("y" * 100_000, n_seq_max=1, n_ctx=200_000)
     engine = make_engine(backend)

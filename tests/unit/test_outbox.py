@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from inkstand.engine.outbox import Outbox
+from inkstand.engine.outbox import HAND_OFF_TRIES, Outbox
 
 
 class RecordingLoop:
     def __init__(self, closed: bool = False) -> None:
         self.calls: list[tuple] = []
         self.closed = closed
+
+    def is_closed(self) -> bool:
+        return self.closed
 
     def call_soon_threadsafe(self, callback, *args):
         if self.closed:
@@ -42,3 +45,40 @@ def test_a_closed_loop_cancels_its_requests():
     outbox.post(gone, (asyncio.Queue(), "token", lambda: cancelled.append(1)))
     outbox.flush()
     assert cancelled == [1]
+
+
+class FlakyLoop(RecordingLoop):
+    """Fails its first `failures` hand-offs, as a bug or a resource error might."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def call_soon_threadsafe(self, callback, *args):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("injected failure")
+        super().call_soon_threadsafe(callback, *args)
+
+
+def test_a_failed_hand_off_is_tried_again_in_order(caplog):
+    outbox, flaky, events = Outbox(), FlakyLoop(1), asyncio.Queue()
+    outbox.post(flaky, (events, "first", lambda: None))
+    outbox.flush()
+    assert outbox.pending and not flaky.calls
+    outbox.post(flaky, (events, "second", lambda: None))
+    outbox.flush()
+    callback, args = flaky.calls[0]
+    callback(*args)
+    assert [events.get_nowait() for _ in range(2)] == ["first", "second"]
+    assert not outbox.pending
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_a_loop_that_keeps_failing_is_given_up():
+    outbox, broken = Outbox(), FlakyLoop(HAND_OFF_TRIES)
+    cancelled = []
+    outbox.post(broken, (asyncio.Queue(), "token", lambda: cancelled.append(1)))
+    for _ in range(HAND_OFF_TRIES):
+        outbox.flush()
+    assert cancelled == [1] and not outbox.pending and not broken.calls

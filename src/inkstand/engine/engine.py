@@ -5,7 +5,8 @@
             ...
 
 Leaving the block early cancels the request; the engine thread frees its slots at the start
-of its next step. A full wait line refuses the request at once with `OverloadedError`.
+of its next step. A full wait line refuses the request at once with `OverloadedError`, and so
+does an engine that gave up after failing (`Engine.healthy` is then false).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from inkstand.backends.base import Backend, ModelInfo
 from inkstand.engine.observer import EngineObserver, NullObserver
-from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig
+from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig, model_failed
 from inkstand.engine.types import Event, Finish, GenerationRequest
 from inkstand.errors import InkstandError, OverloadedError
 
@@ -87,6 +88,20 @@ class Engine:
     def slots(self) -> int:
         return self.backend.n_seq_max
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine no longer serves its model (details for the log), or None."""
+        if self._scheduler.failure is not None:
+            return self._scheduler.failure
+        if self._scheduler.stopped or (self._thread.ident and not self._thread.is_alive()):
+            return "the engine thread is not running"
+        return None
+
+    @property
+    def healthy(self) -> bool:
+        """The engine serves requests (false once it gave up, or its thread ended)."""
+        return self.failure is None
+
     def load(self) -> tuple[int, int]:
         """(requests running, requests waiting), read without locking (for metrics)."""
         return self._scheduler.running_jobs, self._waiting()
@@ -99,8 +114,10 @@ class Engine:
         pending = self._inbox.qsize() + len(self._scheduler.waiting)
         return max(0, pending - len(self._scheduler.free))
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return self.backend.tokenize(text, add_special=add_special)
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
+        return self.backend.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def grammar_compiles(self, grammar: str) -> bool:
         return self.backend.grammar_compiles(grammar)
@@ -123,6 +140,8 @@ class Engine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[EngineStream]:
         if self.draining:
             raise OverloadedError("The server is shutting down; retry shortly.", retry_after=5)
+        if self.failure is not None:
+            raise model_failed(self.failure)
         if self._waiting() >= self.config.max_waiting:
             self._scheduler.observer.rejected()
             raise OverloadedError(
@@ -132,6 +151,8 @@ class Engine:
             )
         job = Job(request, asyncio.get_running_loop(), self._scheduler.outbox)
         self._inbox.put(job)
+        if self._scheduler.stopped:  # it ended after the check above: nobody will read the inbox
+            raise model_failed(self.failure)
         events = EngineStream(job)
         try:
             yield events
