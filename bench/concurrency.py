@@ -1,13 +1,21 @@
 """Concurrent chats: Inkstand against llama.cpp's C++ llama-server and llama_cpp.server.
 
     .venv/bin/python bench/concurrency.py          # everything, ~15 minutes on 2 cores
+    .venv/bin/python bench/concurrency.py --baseline HEAD --peers --no-ceiling \
+        --stages concurrency conversation          # this tree against its last commit
 
-Three servers on the embedded SmolLM2-135M GGUF, all started at once, with the same
-threads and per-sequence context (see `start_targets` for their exact command lines):
+Servers on the embedded SmolLM2-135M GGUF, all started at once, with the same threads and
+per-sequence context (see `start_targets` for their exact command lines):
 
     inkstand      `inkstand serve`, default 16 slots             POST /v1/chat
+    inkstand@REV  the same, at git revision `--baseline REV`     POST /v1/chat
     llama-server  built by llama_server.py, -np 16               POST /v1/chat/completions
     llama_cpp     `python -m llama_cpp.server` (peers.py venv)   POST /v1/chat/completions
+
+`inkstand@REV` runs only with `--baseline` (baseline.py: REV's src/ exported to a temporary
+directory, served by the same venv); `--peers` picks which of the last two run (both by
+default, none with a bare `--peers`). The report divides by llama-server's figures and by
+the baseline's, whichever ran.
 
 Stages (each can be picked with --stages):
 
@@ -54,6 +62,7 @@ import host
 import kv_layout
 import load
 import uvloop
+from baseline import Baseline, checkout
 from ceiling import Ceiling
 from llama_server import ensure_llama_server, llama_server_command
 from peers import ensure_llama_cpp_venv, llama_cpp_server_command
@@ -63,6 +72,7 @@ from workload import TOPICS, Prompts, follow_up, opening
 from inkstand.config import find_embedded_model, load_settings
 
 STAGES = ("concurrency", "conversation", "churn", "kv")
+PEERS = ("llama-server", "llama_cpp")
 FOREIGN_LIMIT = 0.05  # CPUs of other processes' work above which a wave is redone
 
 
@@ -101,6 +111,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=5, help="timed waves per level")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve Inkstand at this git revision, as inkstand@REV",
+    )
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=PEERS,
+        default=list(PEERS),
+        help="the other servers to run (a bare --peers: none)",
+    )
+    parser.add_argument(
         "--no-ceiling",
         action="store_true",
         help="leave the bare loop (ceiling.py) out of the concurrency stage",
@@ -122,12 +144,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so every server still stops
     args = parse_args()
     model = find_embedded_model()
-    binary, build = ensure_llama_server()
-    peer_python = ensure_llama_cpp_venv()
+    binary, build = ensure_llama_server() if "llama-server" in args.peers else (None, None)
+    peer_python = ensure_llama_cpp_venv() if "llama_cpp" in args.peers else None
     quiet = host.Quiet(args.quiet_budget)
     results: dict = {}
+    baseline = None
     with contextlib.ExitStack() as stack:
-        targets = start_targets(stack, args, model, binary, peer_python)
+        if args.baseline:
+            baseline = stack.enter_context(checkout(args.baseline))
+        targets = start_targets(stack, args, model, baseline, binary, peer_python)
         results["commands"] = {name: t.server.process.args for name, t in targets.items()}
         ceiling = None
         if "concurrency" in args.stages and not args.no_ceiling:
@@ -141,6 +166,8 @@ def main() -> int:
             max_tokens=args.max_tokens, rounds=args.kv_rounds, quiet_budget=quiet.left,
         )  # fmt: skip
     config = vars(args) | {"model": Path(model).name, "llama_server": build, "git": git_state()}
+    if baseline is not None:
+        config["baseline_target"] = {"name": baseline.name, "commit": baseline.commit}
     result = report.build(config, results)
     report.show(result)
     report.save(result)
@@ -167,23 +194,27 @@ class Spec:
     dialect: str
     headers: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # body fields this server needs
+    env: dict[str, str] | None = None  # None: the benchmark's own
 
     @contextlib.contextmanager
     def serve(self, name: str, port: int, log: Path) -> Iterator[Target]:
-        with serving(name, self.cmd, port, ready_path=self.ready, log=log) as server:
+        with serving(name, self.cmd, port, ready_path=self.ready, log=log, env=self.env) as server:
             yield Target(name, server, self.dialect, self.headers, self.extra)
 
 
-def inkstand_spec(args, port: int, data_dir: Path) -> Spec:
+def inkstand_spec(args, port: int, data_dir: Path, baseline: Baseline | None = None) -> Spec:
+    """The working tree's `inkstand serve`, or with `baseline` the same at that revision."""
     key = secrets.token_urlsafe(24)
-    cmd = [
-        str(Path(sys.executable).with_name("inkstand")), "serve",
-        "--port", str(port), "--data-dir", str(data_dir), "--api-key", key,
+    serve = [
+        "serve", "--port", str(port), "--data-dir", str(data_dir), "--api-key", key,
         "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
         "--slots", str(args.slots),
     ]  # fmt: skip
+    cmd, env = [str(Path(sys.executable).with_name("inkstand")), *serve], None
+    if baseline is not None:
+        cmd, env = baseline.command(serve)
     return Spec(cmd, "/health", "writer", {"Authorization": f"Bearer {key}"},
-                {"model": "palmyra-x5"})  # fmt: skip
+                {"model": "palmyra-x5"}, env)  # fmt: skip
 
 
 def llama_server_spec(args, port: int, binary: Path, model: str) -> Spec:
@@ -202,18 +233,30 @@ def llama_cpp_spec(args, port: int, peer: Path, model: str) -> Spec:
     return Spec(cmd, "/v1/models", "legacy", {}, {"model": "smollm2", "repeat_penalty": 1.0})
 
 
-def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path, peer: Path):
-    """Start the three servers (stopped when `stack` closes); name -> Target."""
+def start_targets(
+    stack: contextlib.ExitStack,
+    args,
+    model: str,
+    baseline: Baseline | None,
+    binary: Path | None,
+    peer: Path | None,
+) -> dict[str, Target]:
+    """Start the servers (stopped when `stack` closes); name -> Target, Inkstand first."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inkstand-bench-")))
-    ports = {name: free_port() for name in ("inkstand", "llama-server", "llama_cpp")}
-    specs = {
-        "inkstand": inkstand_spec(args, ports["inkstand"], tmp / "data"),
-        "llama-server": llama_server_spec(args, ports["llama-server"], binary, model),
-        "llama_cpp": llama_cpp_spec(args, ports["llama_cpp"], peer, model),
-    }
+    port = free_port()
+    specs = {"inkstand": (port, inkstand_spec(args, port, tmp / "data"))}
+    if baseline is not None:
+        port = free_port()
+        specs[baseline.name] = (port, inkstand_spec(args, port, tmp / "data-base", baseline))
+    if binary is not None:
+        port = free_port()
+        specs["llama-server"] = (port, llama_server_spec(args, port, binary, model))
+    if peer is not None:
+        port = free_port()
+        specs["llama_cpp"] = (port, llama_cpp_spec(args, port, peer, model))
     return {
-        name: stack.enter_context(spec.serve(name, ports[name], tmp / f"{name}.log"))
-        for name, spec in specs.items()
+        name: stack.enter_context(spec.serve(name, port, tmp / f"{name}.log"))
+        for name, (port, spec) in specs.items()
     }
 
 

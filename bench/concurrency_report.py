@@ -4,11 +4,17 @@ Ratios are Inkstand's figure divided by llama-server's (and llama_cpp.server's l
 so above 1 is better for throughput and below 1 is better for latency; each system's
 tok/s is also given as a fraction of the bare loop's (ceiling.py) from the same run. The floors are
 those of issue 3; each prints PASS or FAIL. The exit status does not depend on them.
+
+With `--baseline`, every figure is also divided by the earlier Inkstand's (`inkstand@REV`),
+and a table compares the two: the ratio of the medians, and the ratios of the waves (or
+conversations) sent in the same round, with a 95 % interval of their geometric mean; those
+pairs share the machine's state of the moment, so they resolve a small difference sooner.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections import Counter
@@ -46,8 +52,63 @@ def build(config: dict, results: dict) -> dict:
         out["churn"] = summarize_churn(results["churn"])
     if "kv_layout" in results:
         out["kv_layout"] = results["kv_layout"]
-    out["floors"] = floors(out)
+    if base := config.get("baseline_target"):
+        out["versus_baseline"] = versus(out, base["name"])
+    out["floors"] = floors(out) if _ran(out, BASE) else []
     return out
+
+
+def _ran(out: dict, name: str) -> bool:
+    parts = [*out.get("concurrency", {}).values(), out.get("conversation", {})]
+    return any(name in part for part in parts)
+
+
+def references(out: dict) -> list[str]:
+    """The systems figures are divided by: llama-server and the baseline, those that ran."""
+    base = out["config"].get("baseline_target")
+    return [n for n in (BASE, base and base["name"]) if n and _ran(out, n)]
+
+
+def versus(out: dict, base: str) -> list[dict]:
+    """Inkstand against `base`: tok/s at each level and the last turn's TTFT."""
+    rows = []
+    for clients, per in out.get("concurrency", {}).items():
+        ours, theirs = per["inkstand"], per[base]
+        pairs = list(zip(ours["tps_waves"], theirs["tps_waves"], strict=True))
+        label = f"tok/s, {clients} client{'s' if clients > 1 else ''}"
+        rows.append(_versus(label, ours["tps"], theirs["tps"], pairs))
+    if "conversation" in out:
+        ours, theirs = (out["conversation"][n] for n in ("inkstand", base))
+        turn = ours["turns"][-1]["turn"]
+        ttft = [[_turn_ttft(chat, turn) for chat in s["chats"]] for s in (ours, theirs)]
+        pairs = [(a, b) for a, b in zip(*ttft, strict=True) if a and b]
+        label = f"turn {turn} TTFT, s"
+        rows.append(_versus(label, ours["turns"][-1]["ttft_s"], theirs["turns"][-1]["ttft_s"],
+                            pairs))  # fmt: skip
+    return rows
+
+
+def _turn_ttft(chat: list[dict], turn: int) -> float | None:
+    row = chat[turn - 1] if len(chat) >= turn else {}
+    return None if row.get("error") else row.get("ttft_s")
+
+
+def _versus(label: str, ours: float | None, theirs: float | None, pairs: list) -> dict:
+    logs = [math.log(a / b) for a, b in pairs]
+    paired = math.exp(statistics.fmean(logs)) if logs else None
+    interval = None
+    if paired and len(logs) > 1:
+        half = _t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        interval = [paired * math.exp(-half), paired * math.exp(half)]
+    return {"figure": label, "inkstand": ours, "baseline": theirs, "pairs": len(logs),
+            "ratio": ours / theirs if ours and theirs else None, "paired": paired,
+            "interval": interval}  # fmt: skip
+
+
+def _t95(df: int) -> float:
+    """Student's t for a two-sided 95 % interval (within 0.01 of the tables past df 9)."""
+    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+    return table.get(df, 1.96 + 2.4 / df)
 
 
 def summarize_level(waves: list[dict]) -> dict:
@@ -150,14 +211,19 @@ def show(result: dict) -> None:
     """Print the tables as Markdown, so they can go into docs/benchmarks.md as printed."""
     c = result["config"]
     dirty = " plus uncommitted src/ changes" if c["git"]["src_changes"] else ""
-    print(f"\nInkstand at {c['git']['commit'][:7]}{dirty}")
+    base = c.get("baseline_target")
+    against = f", against {base['name']} ({c['baseline']})" if base else ""
+    print(f"\nInkstand at {c['git']['commit'][:7]}{dirty}{against}")
     print(f"{result['machine']['cpu']}, {result['machine']['nproc']} CPUs; {c['model']}, "
           f"{c['threads']} threads, {c['ctx_size']} context per sequence, {c['slots']} slots, "
           f"max_tokens {c['max_tokens']}")  # fmt: skip
+    refs = references(result)
     if "concurrency" in result:
-        _show_levels(result["concurrency"], c["rounds"])
+        _show_levels(result["concurrency"], c["rounds"], refs)
     if "conversation" in result:
         _show_chats(result["conversation"])
+    if "versus_baseline" in result:
+        _show_versus(result["versus_baseline"], base["name"])
     if "churn" in result:
         ch = result["churn"]
         more = ch["samples"][-1]["requests"] - ch["warmup"]
@@ -166,32 +232,35 @@ def show(result: dict) -> None:
               f"({ch['growth_mb']:+.1f} MB), {len(ch['errors'])} errors")  # fmt: skip
     if "kv_layout" in result:
         _show_kv(result["kv_layout"])
+    if not result["floors"]:
+        return
     print("\n| floor | value | limit | verdict |\n|---|---:|---|---|")
     for f in result["floors"]:
         value = f"{f['value']:.2f}" if isinstance(f["value"], float) else f["value"]
         print(f"| {f['floor']} | {value} | {f['limit']} | {'PASS' if f['pass'] else '**FAIL**'} |")
 
 
-def _show_levels(levels: dict, rounds: int) -> None:
+def _show_levels(levels: dict, rounds: int, refs: list[str]) -> None:
     print(f"\nStreaming, all clients at once, medians of {rounds} waves (tok/s); "
           "TTFT and inter-token latency pooled over all requests\n")  # fmt: skip
-    print("| clients | server | tok/s | × llama-server | × ceiling | TTFT p50 ms | TTFT p99 ms "
+    columns = "".join(f"× {r} | " for r in refs)
+    print(f"| clients | server | tok/s | {columns}× ceiling | TTFT p50 ms | TTFT p99 ms "
           "| ITL p50 ms | ITL p99 ms | requests | errors |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|" + "---:|" * len(refs) + "---:|---:|---:|---:|---:|---:|---:|")
     for clients, per in levels.items():
-        base = per[BASE]["tps"]
         ceiling = per.get(CEILING, {}).get("tps")
         for name, s in per.items():
-            of_ceiling = f"{s['tps'] / ceiling:.2f}" if ceiling else "-"
+            ratios = [f"{s['tps'] / per[r]['tps']:.2f}" for r in refs]
+            ratios.append(f"{s['tps'] / ceiling:.2f}" if ceiling else "-")
             ms = [f"{1000 * s[k]:.0f}" for k in ("ttft_p50_s", "ttft_p99_s")]
             ms += [f"{1000 * s[k]:.1f}" for k in ("itl_p50_s", "itl_p99_s")]
-            print(f"| {clients} | {name} | {s['tps']:.1f} | {s['tps'] / base:.2f} | {of_ceiling} "
-                  f"| {' | '.join(ms)} | {s['requests']} | {len(s['errors'])} |")  # fmt: skip
+            print(f"| {clients} | {name} | {s['tps']:.1f} | {' | '.join(ratios + ms)} "
+                  f"| {s['requests']} | {len(s['errors'])} |")  # fmt: skip
 
 
 def _show_chats(chats: dict) -> None:
     print("\nConversation: TTFT per turn, median over conversations (ms)\n")
-    turns = len(chats[BASE]["turns"])
+    turns = max(len(s["turns"]) for s in chats.values())
     print("| server | " + " | ".join(f"turn {t}" for t in range(1, turns + 1)) + " | errors |")
     print("|---|" + "---:|" * (turns + 1))
     for name, s in chats.items():
@@ -202,6 +271,22 @@ def _show_chats(chats: dict) -> None:
         t = s["turns"][-1]
         print(f"  {name}: prompt_tokens {t['prompt_tokens']}, cached_tokens {t['cached_tokens']}"
               f", timings {t['timings']}")  # fmt: skip
+
+
+def _show_versus(rows: list[dict], base: str) -> None:
+    print(f"\ninkstand / {base}: the ratio of the medians, and the geometric mean of "
+          "the ratios of waves (conversations) of one round, with its 95 % interval\n")  # fmt: skip
+    print(f"| figure | inkstand | {base} | ratio | paired | 95 % interval | pairs |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for r in rows:
+        cells = [_num(r[k]) for k in ("inkstand", "baseline")]
+        cells += [_num(r[k], ".3f") for k in ("ratio", "paired")]
+        cells.append("{:.3f}-{:.3f}".format(*r["interval"]) if r["interval"] else "-")
+        print(f"| {r['figure']} | {' | '.join(cells)} | {r['pairs']} |")
+
+
+def _num(value: float | None, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _show_kv(layouts: dict) -> None:

@@ -35,14 +35,14 @@ class PromptMaker(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str, *, parse_special: bool = False) -> list[int]: ...
 
 
 def build_request(engine: PromptMaker, messages: list[dict], max_tokens: int) -> GenerationRequest:
     info = engine.info
     chat = [ChatMessage.model_validate(m) for m in messages]
     prompt = render_prompt(info.chat_template, chat, bos=info.bos_text, eos=info.eos_text)
-    tokens = tuple(engine.tokenize(prompt))
+    tokens = tuple(engine.tokenize(prompt.text, parse_special=True))  # the messages hold none
     return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0.0))
 
 

@@ -51,9 +51,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(
+        "--max-request-line-bytes",
+        type=int,
+        help="request line (path and query) limit; longer gets 414 (default 8 KiB)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        help="header names and values of a request together; more gets 431 (default 64 KiB)",
+    )
+    serve.add_argument(
+        "--max-headers", type=int, help="header fields in a request; more gets 431 (default 100)"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections; new ones beyond get 503 (default 1024)",
+    )
+    serve.add_argument(
+        "--request-head-timeout",
+        type=float,
+        help="seconds a connection has to send a request's line and headers; 408 (default 10)",
+    )
+    serve.add_argument(
         "--max-messages", type=int, help="messages in one chat request (default 1000)"
     )
     serve.add_argument("--max-n", type=int, help="largest `n` / `best_of` (default 16)")
+    serve.add_argument("--max-tools", type=int, help="function tools per request (default 128)")
+    serve.add_argument("--max-stops", type=int, help="`stop` sequences per request (default 16)")
+    serve.add_argument(
+        "--max-stop-chars", type=int, help="characters in one `stop` sequence (default 256)"
+    )
+    serve.add_argument(
+        "--max-grammar-bytes",
+        type=int,
+        help="grammar made from a request's JSON Schemas, in bytes (default 512 KiB)",
+    )
+    serve.add_argument("--max-grammar-rules", type=int, help="rules in that grammar (default 4096)")
+    serve.add_argument(
+        "--planner-processes",
+        type=int,
+        help="worker processes planning tools and response formats (default 1; 0: in place)",
+    )
+    serve.add_argument(
+        "--cache-scope",
+        choices=("key", "shared"),
+        help="prefix cache per API key (default) or shared by all keys (one tenant)",
+    )
     serve.add_argument("--rpm", type=int, help="default requests per minute per key (0: none)")
     serve.add_argument("--tpm", type=int, help="default tokens per minute per key (0: none)")
     serve.add_argument(
@@ -61,7 +105,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         help="off: no rate limits and no usage records (keys are still checked)",
     )
+    serve.add_argument(
+        "--usage-retention-days",
+        type=int,
+        help="days usage records are kept (default 90; 0: forever)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning or error")
+    serve.add_argument(
+        "--fault-injection",
+        metavar="POINT@CALL,...",
+        help="testing only: make these engine calls fail, e.g. sample@3 (default: none)",
+    )
     serve.set_defaults(run=_serve)
 
     chat = commands.add_parser("chat", help="chat with a server from the terminal")
@@ -74,9 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="the server's data dir (default as `serve`)")
-    parser.add_argument("--config", help="TOML config file (for its `data_dir`)")
+def _store_flags(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument(
+        "--data-dir", default=default, help="the server's data dir (default as `serve`)"
+    )
+    parser.add_argument("--config", default=default, help="TOML config file (for its `data_dir`)")
 
 
 def _admin_parsers(commands) -> None:
@@ -108,6 +164,14 @@ def _admin_parsers(commands) -> None:
     usage.add_argument("--json", action="store_true")
     _store_flags(usage)
     usage.set_defaults(run=_admin(admin.report_usage))
+    prune = usage.add_subparsers(dest="action").add_parser(
+        "prune", help="delete the usage records from before a date"
+    )
+    prune.add_argument(
+        "--before", required=True, help="YYYY-MM-DD (midnight UTC) or an ISO 8601 time"
+    )
+    _store_flags(prune, default=argparse.SUPPRESS)  # `usage --data-dir D prune` keeps D
+    prune.set_defaults(run=_admin(admin.prune_usage))
 
 
 def _admin(command):

@@ -28,6 +28,7 @@ from pathlib import Path
 from inkstand.errors import InkstandError
 
 ENV_PREFIX = "INKSTAND_"
+CACHE_SCOPES = ("key", "shared")
 
 
 class ConfigError(InkstandError):
@@ -50,6 +51,8 @@ class ModelSpec:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
+    # `/v1/completions` prompts are text; true reads control-token text in them as tokens.
+    prompt_special_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,28 @@ class Settings:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
     step_tokens: int = 128  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
+    max_request_line_bytes: int = 8 * 1024  # the request line's target (path and query)
+    max_header_bytes: int = 64 * 1024  # all header names and values of a request together
+    max_headers: int = 100  # header fields in one request
+    max_connections: int = 1024  # open connections; more get 503 at once
+    request_head_timeout: float = 10.0  # seconds to send a request's line and headers; 408
     max_messages: int = 1000  # messages in one chat request
     max_n: int = 16  # `n` (chat) and `best_of` (completions); never more than `slots`
+    max_tools: int = 128  # function tools in one chat request
+    max_stops: int = 16  # `stop` sequences in one request
+    max_stop_chars: int = 256  # characters in one `stop` sequence
+    max_grammar_bytes: int = 512 * 1024  # GBNF text made from a request's JSON Schemas
+    max_grammar_rules: int = 4096  # rules in that grammar
+    planner_processes: int = 1  # worker processes for tools and response formats; 0: inline
+    cache_scope: str = "key"  # "key": prefix cache per API key; "shared": one for all keys
     rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
     tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
     gateway: bool = True  # false: no rate limits and no usage records (keys still checked)
+    usage_retention_days: int = 90  # usage records older than this are pruned; 0: keep all
     log_level: str = "info"
+    # Testing only: engine calls to fail on purpose ("sample@3,decode@10"; see
+    # backends/faults.py). Empty, the default: none.
+    fault_injection: str = ""
     models: tuple[ModelSpec, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
 
@@ -131,6 +150,16 @@ def load_settings(
     file_values, entries, aliases = _from_file(config_path) if config_path else ({}, {}, {})
     merged = {**file_values, **env, **flags}
     settings = replace(Settings(), **merged)
+    if settings.cache_scope not in CACHE_SCOPES:
+        raise ConfigError(
+            f"setting `cache_scope` must be one of {', '.join(CACHE_SCOPES)}, "
+            f"got {settings.cache_scope!r}"
+        )
+    if settings.usage_retention_days < 0:
+        raise ConfigError(
+            "setting `usage_retention_days` must be 0 (keep forever) or more, "
+            f"got {settings.usage_retention_days}"
+        )
     if not models:
         return settings
     model_specs = _model_specs(entries, settings.ctx_size)
@@ -211,6 +240,7 @@ def _model_specs(models: dict, ctx_size: int) -> tuple[ModelSpec, ...]:
                 top_k=int(entry.get("top_k", 40)),
                 min_p=float(entry.get("min_p", 0.05)),
                 repeat_penalty=float(entry.get("repeat_penalty", 1.1)),
+                prompt_special_tokens=bool(entry.get("prompt_special_tokens", False)),
             )
         )
     return tuple(specs)

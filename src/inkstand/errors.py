@@ -9,11 +9,16 @@
     ├── PermissionError_           403
     ├── NotFoundError              404 unknown route
     ├── MethodNotAllowedError      405
+    ├── RequestTimeoutError        408 the request head came too slowly (`api/protocol.py`)
     ├── PayloadTooLargeError       413
+    ├── RequestLineTooLongError    414 refused by the HTTP protocol (`api/protocol.py`)
     ├── RateLimitError             429 carries retry_after
     │   └── RequestOverLimitError  429 one request larger than the whole limit: never retry
+    ├── HeadersTooLargeError       431 refused by the HTTP protocol, before the app
     ├── EngineError                500 the engine failed a request
+    │   └── ChatTemplateError      500 the model's chat template fails: never retry
     └── OverloadedError            503 carries retry_after
+        └── ModelFailedError       503 the model failed to load: never retry
 
 Errors are raised where they happen and rendered once, by `inkstand.api.errors`.
 """
@@ -83,10 +88,33 @@ class MethodNotAllowedError(InkstandError):
     should_retry = False
 
 
+class RequestTimeoutError(InkstandError):
+    """The request head did not arrive whole in time; a client that was only slow may retry."""
+
+    status = 408
+    tpe = "RequestTimeout"
+    key = "fail.requestTimeout"
+    should_retry = True
+
+
 class PayloadTooLargeError(InkstandError):
     status = 413
     tpe = "PayloadTooLarge"
     key = "fail.payloadTooLarge"
+    should_retry = False
+
+
+class RequestLineTooLongError(InkstandError):
+    status = 414
+    tpe = "URITooLong"
+    key = "fail.uriTooLong"
+    should_retry = False
+
+
+class HeadersTooLargeError(InkstandError):
+    status = 431
+    tpe = "RequestHeaderFieldsTooLarge"
+    key = "fail.requestHeaderFieldsTooLarge"
     should_retry = False
 
 
@@ -116,6 +144,12 @@ class EngineError(InkstandError):
     key = "fail.internalServerError.generic"
 
 
+class ChatTemplateError(EngineError):
+    """The model's chat template does not compile or render: the same request fails again."""
+
+    should_retry = False
+
+
 class OverloadedError(InkstandError):
     status = 503
     tpe = "ServiceUnavailable"
@@ -124,3 +158,13 @@ class OverloadedError(InkstandError):
     def __init__(self, description: str, *, retry_after: float = 1.0, extras: dict | None = None):
         super().__init__(description, extras=extras)
         self.retry_after = retry_after
+
+
+class ModelFailedError(OverloadedError):
+    """The model failed to load; only its operator can fix that, so clients must not retry."""
+
+    should_retry = False
+
+    def __init__(self, description: str, *, extras: dict | None = None):
+        super().__init__(description, extras=extras)
+        self.retry_after = None

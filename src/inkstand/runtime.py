@@ -1,21 +1,28 @@
 """What the server serves: engines loaded from the configured models, and the services on them.
 
 Models load on a worker thread after the server starts listening, so `/health` can say 503
-while they load; API calls made before then get a 503 with `Retry-After`.
+while they load; API calls made before then get a 503 with `Retry-After`. A model that failed
+to load answers 503 with `x-should-retry: false` and the reason (authenticated callers only;
+`/health` says just "failed").
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import cast
 
+from inkstand.backends.base import Backend
+from inkstand.backends.faults import Faults, FaultyBackend
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.completions import CompletionService
+from inkstand.chat.grammar import GrammarLimits
+from inkstand.chat.planner import OutputPlanner
 from inkstand.chat.service import ChatService, RequestLimits
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
-from inkstand.errors import OverloadedError
+from inkstand.errors import ModelFailedError, OverloadedError
 
 log = logging.getLogger("inkstand")
 
@@ -30,6 +37,10 @@ class Runtime:
         self._catalog: Catalog | None = None
         self._service: ChatService | None = None
         self._completions: CompletionService | None = None
+        self.planner = OutputPlanner(
+            GrammarLimits(settings.max_grammar_bytes, settings.max_grammar_rules),
+            processes=settings.planner_processes,
+        )
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
@@ -48,8 +59,17 @@ class Runtime:
 
     def _not_ready(self) -> OverloadedError:
         if self.failure:
-            return OverloadedError(f"The model failed to load: {self.failure}", retry_after=60)
+            return ModelFailedError(f"The model failed to load: {self.failure}")
         return OverloadedError("The model is still loading; retry shortly.", retry_after=2)
+
+    def model_states(self) -> dict[str, str]:
+        """Each served model id: "ready", "loading" or "failed" (no paths, no error text)."""
+        state = "failed" if self.failure else "ready" if self.ready else "loading"
+        return {spec.id: self._state(spec, state) for spec in self.settings.models}
+
+    def _state(self, spec: ModelSpec, state: str) -> str:
+        engine = self.engines.get((spec.path, spec.ctx_size))
+        return "failed" if engine is not None and not engine.healthy else state
 
     def install(self, engines: dict[tuple[str, int], Engine]) -> None:
         """Serve the given started engines (keyed by GGUF path and context size)."""
@@ -59,8 +79,15 @@ class Runtime:
             for spec in self.settings.models
         }
         self._catalog = Catalog(served, dict(self.settings.aliases))
-        limits = RequestLimits(self.settings.max_messages, self.settings.max_n)
-        self._service = ChatService(self._catalog, limits)
+        settings = self.settings
+        limits = RequestLimits(
+            settings.max_messages,
+            settings.max_n,
+            settings.max_tools,
+            settings.max_stops,
+            settings.max_stop_chars,
+        )
+        self._service = ChatService(self._catalog, limits, self.planner)
         self._completions = CompletionService(self._catalog, limits)
         self.ready = True
 
@@ -78,6 +105,7 @@ class Runtime:
                     log.info("loading %s (context %d tokens)", spec.path, spec.ctx_size)
                     engines[key] = self._engine(spec)
                     engines[key].start()
+            self.planner.start()
             self.install(engines)
             log.info("ready: serving %s", ", ".join(m.id for m in self.settings.models))
         except Exception as exc:
@@ -88,9 +116,13 @@ class Runtime:
         from inkstand.backends.llama_cpp import LlamaCppBackend
 
         settings = self.settings
-        backend = LlamaCppBackend(
+        backend: Backend = LlamaCppBackend(
             spec.path, n_ctx=spec.ctx_size, n_threads=settings.threads, n_seq_max=settings.slots
         )
+        if settings.fault_injection:
+            log.warning("fault injection is on (%s): for tests only", settings.fault_injection)
+            faults = Faults.parse(settings.fault_injection)
+            backend = cast(Backend, FaultyBackend(backend, faults))
         config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
         return Engine(backend, name=spec.id, config=config, observer=self.observer)
 
@@ -100,5 +132,6 @@ class Runtime:
             engine.drain()
 
     def close(self) -> None:
+        self.planner.close()
         for engine in self.engines.values():
             engine.close()

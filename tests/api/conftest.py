@@ -22,7 +22,10 @@ def settings(**overrides) -> Settings:
         ModelSpec("palmyra-x5", "Palmyra X5", FAKE_PATH, CTX, 256),
         ModelSpec("palmyra-x4", "Palmyra X4", FAKE_PATH, CTX, 128),
     )
-    return Settings(api_key=(KEY,), data_dir="unused", models=models, **overrides)
+    # Tools are planned in place: a worker process per app would cost a second each
+    # (test_limits.py plans in the worker).
+    fields = {"planner_processes": 0, **overrides}
+    return Settings(api_key=(KEY,), data_dir="unused", models=models, **fields)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import json
 import uuid
 
+from inkstand.backends.fake import FakeBackend
 from inkstand.chat.prompt import render_prompt
 from inkstand.schemas.chat import ChatMessage
 
@@ -21,8 +22,8 @@ def sse_events(text: str) -> list[str]:
 
 
 def prompt_len(messages: list[dict]) -> int:
-    text = render_prompt(None, [ChatMessage.model_validate(m) for m in messages])
-    return len(text.encode())
+    text = render_prompt(None, [ChatMessage.model_validate(m) for m in messages]).text
+    return len(FakeBackend().tokenize(text, parse_special=True))
 
 
 async def test_answer_has_writers_shape_and_exact_usage(client):
@@ -142,7 +143,10 @@ async def test_models_listing_and_public_health(client):
         ]
     }
     client.headers.pop("Authorization")
-    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/health")).json() == {
+        "status": "ok",
+        "models": {"palmyra-x5": "ready", "palmyra-x4": "ready"},
+    }
 
 
 async def test_metrics_count_tokens_and_need_no_key(client):

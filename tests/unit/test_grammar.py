@@ -219,7 +219,9 @@ def test_a_named_function_allows_one_call_to_it(probe):
 
 def lazy(probe: Probe) -> Constraint:
     grammar = calls_grammar([CLOCK], several=False)
-    return Constraint(probe.vocab, grammar, ("<tool_call>",), probe.tokenize)
+    return Constraint(
+        lambda: grammar_sampler(probe.vocab, grammar), ("<tool_call>",), probe.tokenize
+    )
 
 
 @pytest.mark.parametrize(

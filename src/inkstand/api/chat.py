@@ -6,7 +6,7 @@ from starlette.requests import Request
 
 from inkstand.api.answer import answer
 from inkstand.api.body import read_model
-from inkstand.api.gateway import admission
+from inkstand.api.gateway import admission, cache_scope
 from inkstand.chat.service import ChatService
 from inkstand.schemas.chat import ChatRequest
 
@@ -16,7 +16,7 @@ async def chat(request: Request):
     body = await read_model(request, ChatRequest, request.app.state.settings.max_body_bytes)
     request.state.model = body.model
     admission(request).authorize(body.model)
-    plan = service.plan(body)
+    plan = await service.plan(body, scope=cache_scope(request))
     stream = service.open_stream(plan) if body.stream else None
     return await answer(
         request,

@@ -6,7 +6,7 @@ from starlette.requests import Request
 
 from inkstand.api.answer import answer
 from inkstand.api.body import read_model
-from inkstand.api.gateway import admission
+from inkstand.api.gateway import admission, cache_scope
 from inkstand.chat.completions import CompletionStream
 from inkstand.schemas.completions import CompletionsRequest
 
@@ -16,7 +16,7 @@ async def completions(request: Request):
     body = await read_model(request, CompletionsRequest, request.app.state.settings.max_body_bytes)
     request.state.model = body.model
     admission(request).authorize(body.model)
-    plan = service.plan(body)
+    plan = await service.plan(body, scope=cache_scope(request))
     stream = CompletionStream(plan) if body.stream else None
     return await answer(
         request,

@@ -1,12 +1,14 @@
 """ASGI middleware that runs every API request through the gateway.
 
-Before the route: authenticate (401) and count the request per minute (429). The route then
+Before the route: authenticate (401: counted in the metrics, never stored, so traffic without
+a key cannot fill the disk) and count the request per minute (429). The route then
 calls `admission(request)` to check the model against the key's scope (403) and reserve
 tokens (429). When the response ends, the token reservation is settled to what was used and
 the request is recorded; the record is committed *before* the last body message (the
 `[DONE]` frame of a stream) goes out, so a completed response always has its record, even if
 the server is killed right after. A response that never completes (the client left) is
-recorded without waiting.
+recorded without waiting. A record names the route it reached (`/v1/chat`), or for a path
+no route serves a short form with control characters escaped, never the raw path.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ import time
 from concurrent.futures import Future
 
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inkstand.api.errors import error_response
-from inkstand.errors import InkstandError
+from inkstand.errors import AuthenticationError, InkstandError
 from inkstand.gateway import Admission, Gateway
+from inkstand.logs import escape_control
+from inkstand.metrics import Metrics
 from inkstand.store import UsageRecord
 from inkstand.store.keys import utc_now
 
 log = logging.getLogger("inkstand.gateway")
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+UNROUTED_CHARS = 64  # of an unknown path, kept in its usage record
 
 
 def admission(request: Request) -> Admission:
@@ -35,19 +41,33 @@ def admission(request: Request) -> Admission:
     return request.scope["state"]["admission"]
 
 
+def cache_scope(request: Request) -> str:
+    """Whose prefix cache the request may use: its key's own, unless `cache_scope` is
+    "shared" (one tenant, many keys)."""
+    if request.app.state.settings.cache_scope == "shared":
+        return ""
+    return admission(request).key.id
+
+
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, metrics: Metrics) -> None:
         self.app = app
         self.gateway = gateway
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        try:
+            key = self.gateway.authenticate(_header(scope, b"authorization"))
+        except AuthenticationError as exc:
+            self.metrics.unauthenticated.inc()
+            await error_response(exc)(scope, receive, send)
+            return
         exchange = _Exchange(self.gateway, scope, send)
         try:
             try:
-                key = self.gateway.authenticate(_header(scope, b"authorization"))
                 exchange.state["key_id"] = key.id
                 exchange.state["admission"] = self.gateway.admit(key)
             except InkstandError as exc:
@@ -101,7 +121,7 @@ class _Exchange:
             at=utc_now(),
             key_id=state.get("key_id"),
             model=state.get("model"),
-            endpoint=self.scope["path"],
+            endpoint=endpoint(self.scope),
             prompt_tokens=usage.prompt if usage else 0,
             cached_tokens=usage.cached if usage else 0,
             completion_tokens=usage.completion if usage else 0,
@@ -110,6 +130,19 @@ class _Exchange:
             finish_reason=getattr(usage, "finish_reason", None),
         )
         return self.gateway.finish(state.get("admission"), record)
+
+
+def endpoint(scope: Scope) -> str:
+    """The route `scope` reached (its path template), else its path escaped and shortened."""
+    app = scope.get("app")
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE and hasattr(route, "path"):
+            return route.path
+    path = escape_control(scope["path"])
+    if len(path) > UNROUTED_CHARS:
+        path = path[: UNROUTED_CHARS - 3] + "..."
+    return path
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -54,10 +54,20 @@ class ModelInfo:
     chat_template: str | None
     bos_text: str
     eos_text: str
+    # The text of every control token (`<|im_start|>` ...): typed by a user, it stays text.
+    special_texts: tuple[str, ...] = ()
+    # The most bytes of text one token stands for: a prompt of more than n_ctx times this
+    # many bytes cannot fit the context, which is known before tokenizing it.
+    max_token_bytes: int = 1
 
 
 class KVFullError(EngineError):
     """The KV cache has no room for the batch; the scheduler sheds load and retries."""
+
+
+class BackendBrokenError(EngineError):
+    """The backend cannot run any more batches (its context is lost); the engine stops
+    serving its model, which then reports not ready."""
 
 
 class Backend(Protocol):
@@ -65,14 +75,21 @@ class Backend(Protocol):
     n_batch: int
     n_seq_max: int
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
+        """Token ids of `text`; `add_special` adds the BOS token where the model wants one,
+        `parse_special` reads control-token text (`<|im_end|>`) as the control token (only
+        for text a chat template wrote). May run on any thread; releases the GIL."""
+        ...
 
     def token_bytes(self, token: int) -> bytes: ...
 
     def is_eog(self, token: int) -> bool: ...
 
     def grammar_compiles(self, grammar: str) -> bool:
-        """Whether the backend accepts `grammar` (read-only; any thread)."""
+        """Whether the backend accepts `grammar`; keeps it compiled for the sequences that
+        use it next (any thread; releases the GIL while it parses)."""
         ...
 
     def begin(self, seq_id: int, sampling: SamplingParams, keep: int) -> None:
@@ -85,8 +102,8 @@ class Backend(Protocol):
     def decode(self, batch: list[BatchEntry]) -> list[int]:
         """Run one forward pass; return the logits index of each entry that wanted logits.
 
-        Raises `KVFullError` when the KV cache has no room for the batch, `EngineError` for
-        any other failure."""
+        Raises `KVFullError` when the KV cache has no room for the batch, `BackendBrokenError`
+        when no batch can run any more, `EngineError` for any other failure."""
         ...
 
     def sample(self, seq_id: int, logits_index: int) -> int: ...

@@ -14,13 +14,19 @@ grammar: when the token that completes a trigger carries text the grammar refuse
 throws a C++ exception through the C API, which aborts the whole process. Here every piece
 is checked before it is accepted; a refused one leaves the constraint unarmed.
 
-Engine thread only.
+A request's grammar is parsed once (`Grammars.compile`, called off the event loop when the
+request is planned) and every sequence that uses it gets a clone of that parsed grammar, so
+`n` choices, and later requests with the same tools, never parse it again.
+
+`Constraint` is engine thread only; `Grammars` may be used from any thread.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import llama_cpp as L
@@ -34,6 +40,64 @@ log = logging.getLogger("inkstand.engine")
 def grammar_sampler(vocab, grammar: str):
     """A llama.cpp grammar sampler, or NULL when llama.cpp cannot parse `grammar`."""
     return L.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+
+
+class _Parsed:
+    """One parsed grammar sampler, freed when the last reference to it goes."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def __del__(self) -> None:
+        L.llama_sampler_free(self.sampler)
+
+
+class Grammars:
+    """Parsed grammars by their text, the most recently used `size` of them kept.
+
+    A sequence's sampler is a clone of the parsed grammar (`llama_sampler_clone` copies the
+    rules and parse stacks; it does not parse again). An entry evicted while the engine
+    thread clones it stays alive until the clone is done: the thread holds a reference.
+    """
+
+    def __init__(self, vocab, size: int = 32) -> None:
+        self._vocab = vocab
+        self._size = size
+        self._lock = threading.Lock()
+        self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
+        self.parses = 0  # grammars parsed so far (the tests count them)
+
+    def compile(self, grammar: str) -> bool:
+        """Parse `grammar` unless it is kept already; False when llama.cpp refuses it."""
+        return self._get(grammar) is not None
+
+    def new_sampler(self, grammar: str):
+        """A fresh grammar sampler for one sequence; the caller frees it."""
+        parsed = self._get(grammar)
+        if parsed is None:
+            raise EngineError("llama.cpp could not parse the request's grammar")
+        return L.llama_sampler_clone(parsed.sampler)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parsed.clear()
+
+    def _get(self, grammar: str) -> _Parsed | None:
+        with self._lock:
+            parsed = self._parsed.get(grammar)
+            if parsed is not None:
+                self._parsed.move_to_end(grammar)
+                return parsed
+        sampler = grammar_sampler(self._vocab, grammar)  # outside the lock: it may take a while
+        if not sampler:
+            return None
+        parsed = _Parsed(sampler)
+        with self._lock:
+            self.parses += 1
+            self._parsed[grammar] = parsed
+            while len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        return parsed
 
 
 class Candidates:
@@ -87,23 +151,15 @@ class Constraint:
 
     def __init__(
         self,
-        vocab,
-        grammar: str,
+        new_sampler: Callable[[], object],
         triggers: tuple[str, ...],
         tokenize: Callable[[str], list[int]],
     ) -> None:
-        self._vocab = vocab
-        self._grammar = grammar
+        self._new_sampler = new_sampler  # a fresh grammar sampler (`Grammars.new_sampler`)
         self._triggers = tuple(t.encode("utf-8") for t in triggers)
         self._tokenize = tokenize
         self._tail = b""  # the end of the output, while waiting for a trigger
         self.sampler = None if triggers else self._new_sampler()
-
-    def _new_sampler(self):
-        sampler = grammar_sampler(self._vocab, self._grammar)
-        if not sampler:
-            raise EngineError("llama.cpp could not parse the request's grammar")
-        return sampler
 
     def sample(self, chain, candidates: Candidates, logits) -> int:
         """The next token: from the chain alone while unarmed, under the grammar once armed."""

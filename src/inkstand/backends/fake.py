@@ -11,10 +11,13 @@ accepts a grammar when it defines `root`, unless `refuse_grammars` is set.
 
 from __future__ import annotations
 
+import re
+
 from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
 from inkstand.errors import EngineError
 
 EOG = 256
+SPECIALS = {"<|im_start|>": 257, "<|im_end|>": 258}  # control tokens, as in ChatML models
 
 
 class FakeBackend:
@@ -29,7 +32,9 @@ class FakeBackend:
         self.reply = reply.encode("utf-8")
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
-        self.info = ModelInfo("fake", n_ctx, n_ctx, None, "", "")
+        self.info = ModelInfo(
+            "fake", n_ctx, n_ctx, None, "", "", tuple(SPECIALS), max(map(len, SPECIALS))
+        )
         self.fail_decodes = 0
         self.kv_full_decodes = 0
         self.decode_calls: list[list[BatchEntry]] = []
@@ -39,11 +44,24 @@ class FakeBackend:
         self.ended: list[int] = []
         self.refuse_grammars = False
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return list(text.encode("utf-8"))
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
+        if not parse_special:
+            return list(text.encode("utf-8"))
+        tokens: list[int] = []
+        for part in re.split("(" + "|".join(map(re.escape, SPECIALS)) + ")", text):
+            tokens.extend([SPECIALS[part]] if part in SPECIALS else part.encode("utf-8"))
+        return tokens
+
+    def text(self, tokens: list[int]) -> str:
+        """Tokens back to text, control tokens included (what a prompt said)."""
+        names = {token: text.encode() for text, token in SPECIALS.items()}
+        data = b"".join(names.get(t) or bytes([t]) for t in tokens if t != EOG)
+        return data.decode("utf-8", errors="replace")
 
     def token_bytes(self, token: int) -> bytes:
-        return b"" if token == EOG else bytes([token])
+        return bytes([token]) if token < EOG else b""
 
     def is_eog(self, token: int) -> bool:
         return token == EOG

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
-from inkstand.backends.constraint import Candidates, Constraint, grammar_sampler
+from inkstand.backends.constraint import Candidates, Constraint, Grammars
 from inkstand.errors import EngineError
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -62,6 +62,7 @@ class LlamaCppBackend:
         self._greedy: dict[int, bool] = {}  # seq -> its chain is greedy alone (argmax will do)
         self._constraints: dict[int, Constraint] = {}  # slot -> its grammar, if any
         self._candidates = Candidates(self.n_vocab)
+        self.grammars = Grammars(self._vocab)
         self._pieces: dict[int, bytes] = {}
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.info = self._read_info(path)
@@ -102,7 +103,19 @@ class LlamaCppBackend:
             chat_template=template.decode("utf-8") if template else None,
             bos_text=self._special_text(L.llama_vocab_bos(self._vocab)),
             eos_text=self._special_text(L.llama_vocab_eos(self._vocab)),
+            special_texts=self._control_texts(),
+            max_token_bytes=max(len(self._piece(t, special=True)) for t in range(self.n_vocab)),
         )
+
+    def _control_texts(self) -> tuple[str, ...]:
+        """The text of every control token: what `parse_special` would turn into one."""
+        control = L.LLAMA_TOKEN_ATTR_CONTROL | L.LLAMA_TOKEN_ATTR_UNKNOWN
+        texts = {
+            self._special_text(token)
+            for token in range(self.n_vocab)
+            if L.llama_vocab_get_attr(self._vocab, token) & control
+        }
+        return tuple(sorted(t for t in texts if t))
 
     def _special_text(self, token: int) -> str:
         if token < 0:
@@ -110,12 +123,14 @@ class LlamaCppBackend:
         return self._piece(token, special=True).decode("utf-8", errors="replace")
 
     # -- tokenizer (read-only, any thread) ------------------------------------------------
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         data = text.encode("utf-8")
         add_bos = add_special and self._add_bos and not text.startswith(self.info.bos_text)
         capacity = len(data) + 8
         buf = (L.llama_token * capacity)()
-        n = L.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, True)
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, parse_special)
         if n < 0:
             raise EngineError("tokenizer overflow")
         return list(buf[:n])
@@ -151,9 +166,9 @@ class LlamaCppBackend:
 
     def _start_sampling(self, seq_id: int, sampling: SamplingParams) -> None:
         if sampling.grammar is not None:
+            grammar = sampling.grammar
             self._constraints[seq_id] = Constraint(
-                self._vocab,
-                sampling.grammar,
+                lambda: self.grammars.new_sampler(grammar),
                 sampling.grammar_triggers,
                 lambda text: self.tokenize(text, add_special=False),
             )
@@ -170,11 +185,7 @@ class LlamaCppBackend:
             constraint.free()
 
     def grammar_compiles(self, grammar: str) -> bool:
-        sampler = grammar_sampler(self._vocab, grammar)
-        if not sampler:
-            return False
-        L.llama_sampler_free(sampler)
-        return True
+        return self.grammars.compile(grammar)
 
     def _sampler_chain(self, sampling: SamplingParams):
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -254,6 +265,7 @@ class LlamaCppBackend:
     def close(self) -> None:
         for seq_id in list(self._samplers) + list(self._constraints):
             self.end(seq_id)
+        self.grammars.clear()
         if self._batch is not None:
             L.llama_batch_free(self._batch)
             self._batch = None

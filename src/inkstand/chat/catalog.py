@@ -32,7 +32,9 @@ class ServedModel:
         """The tokens of the chat template's turn tail (`chat.prompt.turn_tail`)."""
         info = self.engine.info
         text = turn_tail(info.chat_template, bos=info.bos_text, eos=info.eos_text)
-        return tuple(self.engine.tokenize(text, add_special=False)) if text else ()
+        if not text:
+            return ()
+        return tuple(self.engine.tokenize(text, add_special=False, parse_special=True))
 
 
 class Catalog:

@@ -1,13 +1,15 @@
 """Text generation (`/v1/completions`): the chat service's engine path with a raw prompt.
 
-No chat template: the prompt is tokenized as given. `best_of` generates that many choices
-from one prefill and returns the one with the highest mean token log-probability; it cannot
-be combined with streaming (the best is known only at the end). A stream is Writer's
-`{"value": ...}` events, the first one empty.
+No chat template: the prompt is tokenized as given, as text (control-token text in it stays
+text unless the model's `prompt_special_tokens` says otherwise). `best_of` generates that
+many choices from one prefill and returns the one with the highest mean token
+log-probability; it cannot be combined with streaming (the best is known only at the end).
+A stream is Writer's `{"value": ...}` events, the first one empty.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,6 +19,8 @@ from inkstand.chat.service import (
     RequestLimits,
     Usage,
     check_choices,
+    check_prompt_size,
+    check_stops,
     resolve_max_tokens,
     sampling_params,
 )
@@ -51,14 +55,23 @@ class CompletionService:
         self.catalog = catalog
         self.limits = limits or RequestLimits()
 
-    def plan(self, request: CompletionsRequest) -> CompletionPlan:
+    async def plan(self, request: CompletionsRequest, *, scope: str = "") -> CompletionPlan:
+        """Everything before generation; `scope` is whose prefix cache the request may use."""
         served = self.catalog.resolve(request.model)
         best_of = check_choices("best_of", request.best_of or 1, self.limits.max_n, served)
         if best_of > 1 and request.stream:
             raise BadRequestError(
                 "`best_of` above 1 cannot be streamed: the best choice is known only at the end."
             )
-        tokens = tuple(served.engine.tokenize(request.prompt))
+        check_stops(request.stops, self.limits)
+        check_prompt_size(served, len(request.prompt))
+        tokens = tuple(
+            await asyncio.to_thread(
+                served.engine.tokenize,
+                request.prompt,
+                parse_special=served.spec.prompt_special_tokens,
+            )
+        )
         if not tokens:
             raise BadRequestError("`prompt` is empty; send the text to continue.")
         max_tokens = resolve_max_tokens(request, served, len(tokens), DEFAULT_MAX_TOKENS)
@@ -69,7 +82,9 @@ class CompletionService:
             seed=request.random_seed,
             logprobs=best_of > 1,
         )
-        generation = GenerationRequest(tokens, max_tokens, sampling, request.stops, best_of)
+        generation = GenerationRequest(
+            tokens, max_tokens, sampling, request.stops, best_of, cache_scope=scope
+        )
         return CompletionPlan(request, served, generation, Usage(prompt=len(tokens)))
 
     async def complete(self, plan: CompletionPlan) -> dict:

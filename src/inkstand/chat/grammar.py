@@ -27,6 +27,7 @@ import copy
 import json
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import SchemaError as MetaSchemaError
@@ -109,19 +110,50 @@ class _Converter(SchemaConverter):
         return self._add_rule(rule_name, integer_range(*integer_bounds(schema)) + " space")
 
 
-class GrammarBuilder:
-    """Collects schemas into one grammar; each `add` returns the rule that matches it."""
+@dataclass(frozen=True)
+class GrammarLimits:
+    """How large one request's grammar may grow (GBNF text bytes, rules)."""
 
-    def __init__(self) -> None:
+    max_bytes: int = 512 * 1024
+    max_rules: int = 4096
+
+
+class GrammarBuilder:
+    """Collects schemas into one grammar; each `add` returns the rule that matches it.
+
+    Schemas must have passed `check_schema`. The grammar is measured after every schema it
+    takes, so one that grows past `limits` is refused before the next is converted.
+    """
+
+    def __init__(self, limits: GrammarLimits | None = None) -> None:
         self._converter = _Converter()
         self._extra: dict[str, str] = {}
         self._schemas = 0
+        self._limits = limits or GrammarLimits()
 
     def add(self, schema: dict[str, Any] | None, where: str) -> str:
         """The rule for JSON text valid against `schema` (None: any JSON object)."""
-        if schema is None:
-            schema = {"type": "object"}
-        check_schema(schema, where)
+        rule = self._convert({"type": "object"} if schema is None else schema, where)
+        self._check_size()
+        return rule
+
+    def _check_size(self) -> None:
+        rules = self._converter._rules  # the converter's own table: name -> body
+        size = sum(len(name) + len(body) + 5 for name, body in rules.items())
+        for limit, value, max_value in (
+            ("max_grammar_bytes", size, self._limits.max_bytes),
+            ("max_grammar_rules", len(rules), self._limits.max_rules),
+        ):
+            if value > max_value:
+                raise BadRequestError(
+                    f"The tools' and response format's JSON Schemas make a grammar of over "
+                    f"{max_value} {'bytes' if limit.endswith('bytes') else 'rules'} "
+                    f"(`{limit}`); send fewer or smaller schemas (long `maxLength`/"
+                    "`maxItems` bounds grow it most).",
+                    extras={"limit": limit, "value": max_value},
+                )
+
+    def _convert(self, schema: dict[str, Any], where: str) -> str:
         prefix = f"s{self._schemas}"
         self._schemas += 1
         try:
@@ -160,6 +192,8 @@ def literal(text: str) -> str:
 
 def schema_grammar(schema: dict[str, Any] | None, where: str) -> str:
     """A grammar whose `root` matches JSON valid against `schema` (None: any JSON object)."""
+    if schema is not None:
+        check_schema(schema, where)
     builder = GrammarBuilder()
     builder.rule("root", builder.add(schema, where))
     return builder.text()

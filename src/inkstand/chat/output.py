@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inkstand.chat.grammar import GrammarBuilder, check_schema
+from inkstand.chat.grammar import GrammarBuilder, GrammarLimits, check_schema
 from inkstand.chat.prompt import ToolPrompt
 from inkstand.chat.toolformat import Function, HermesFormat
 from inkstand.errors import BadRequestError, UnsupportedFeatureError
@@ -40,11 +40,13 @@ class OutputPlan:
     parse_calls: bool = False  # look for tool calls in the output
 
 
-def plan_output(request: ChatRequest, fmt: HermesFormat) -> OutputPlan:
+def plan_output(
+    request: ChatRequest, fmt: HermesFormat, limits: GrammarLimits | None = None
+) -> OutputPlan:
     functions = read_functions(request)
     choice = read_choice(request, functions)
     answer = read_response_schema(request.response_format)
-    builder = GrammarBuilder()
+    builder = GrammarBuilder(limits)
     if choice == "none" or not functions:
         if answer is None:
             return OutputPlan()

@@ -3,6 +3,12 @@
 Templates come from GGUF metadata, so they are untrusted: they run in Jinja2's immutable
 sandbox. A model without a template gets ChatML.
 
+Control tokens come only from the template. Every string a caller sent (message contents,
+names, tool descriptions and schemas, call arguments, tool results) is text: where one
+holds a control token's text (`<|im_end|>`), that text is swapped for a marker before the
+template runs, and the rendered `Prompt` keeps it as a part to tokenize without special
+parsing. Anyone who can put text in a conversation therefore cannot forge a turn.
+
 Tools (`ToolPrompt`) and the tool loop's history (assistant `tool_calls`, `tool` results)
 go through the template when it renders them in our tool format; otherwise the tool
 format's generic prompt joins the system message, replayed calls become the assistant's
@@ -12,6 +18,8 @@ text and results become a user turn (`chat/toolformat.py`).
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -21,7 +29,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from inkstand.chat.toolformat import Function, HermesFormat, ReplayedCall, tool_format
-from inkstand.errors import BadRequestError, EngineError
+from inkstand.errors import BadRequestError, ChatTemplateError
 from inkstand.schemas.chat import ChatMessage, TextFragment
 
 
@@ -41,6 +49,64 @@ CHATML = (
 )
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt as parts: (text, whether control-token text in it is a token)."""
+
+    parts: tuple[tuple[str, bool], ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(text for text, _ in self.parts)
+
+
+class TextGuard:
+    """Keeps control-token text in untrusted strings out of the template's reach.
+
+    `text()` swaps each occurrence for a marker that no caller can forge (a random nonce
+    between two private-use characters); `split()` cuts the rendered prompt at the markers
+    into template text (special parsing on) and the swapped-out text (off).
+    """
+
+    def __init__(self, specials: tuple[str, ...]) -> None:
+        ordered = sorted(specials, key=len, reverse=True)  # the longest match wins
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._nonce = secrets.token_hex(8)
+        self._marker = re.compile(f"\ue000{self._nonce}:(\\d+)\ue001")
+        self._found: list[str] = []
+
+    def text(self, value: str) -> str:
+        if self._pattern is None:
+            return value
+        return self._pattern.sub(self._swap, value)
+
+    def _swap(self, match: re.Match[str]) -> str:
+        self._found.append(match.group())
+        return f"\ue000{self._nonce}:{len(self._found) - 1}\ue001"
+
+    def strings(self, value: Any) -> Any:
+        """`value` with `text()` applied to every string inside it (dicts, lists)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.strings(k): self.strings(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.strings(v) for v in value]
+        return value
+
+    def split(self, rendered: str) -> Prompt:
+        if not self._found:
+            return Prompt(((rendered, True),))
+        parts: list[tuple[str, bool]] = []
+        at = 0
+        for match in self._marker.finditer(rendered):
+            parts.append((rendered[at : match.start()], True))
+            parts.append((self._found[int(match.group(1))], False))
+            at = match.end()
+        parts.append((rendered[at:], True))
+        return Prompt(tuple(part for part in parts if part[0]))
+
+
 class TemplateRaisedError(Exception):
     """A chat template called `raise_exception`: the conversation breaks its rules."""
 
@@ -56,13 +122,16 @@ def _strftime_now(fmt: str) -> str:
 @lru_cache(maxsize=16)
 def _compile(source: str):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent)
+    # As Hugging Face renders templates: non-ASCII text stays as it is.
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(
+        value, indent=indent, ensure_ascii=False
+    )
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     try:
         return env.from_string(source)
     except TemplateError as exc:
-        raise EngineError(f"the model's chat template does not compile: {exc}") from exc
+        raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from exc
 
 
 def message_text(message: ChatMessage) -> str:
@@ -145,7 +214,10 @@ def render_prompt(
     bos: str = "",
     eos: str = "",
     tools: ToolPrompt | None = None,
-) -> str:
+    specials: tuple[str, ...] = (),
+) -> Prompt:
+    """The prompt for `messages`; `specials` are the model's control-token texts, which
+    the callers' strings may contain only as text."""
     compiled = _compile(template or CHATML)
     fmt = tool_format(template)
     extra: dict[str, Any] = {}
@@ -155,20 +227,22 @@ def render_prompt(
             extra["tools"] = [{"type": "function", "function": f.spec()} for f in tools.functions]
     else:
         rendered = generic_messages(messages, fmt, tools)
+    guard = TextGuard(specials)
     try:
-        return compiled.render(
-            messages=rendered,
+        text = compiled.render(
+            messages=guard.strings(rendered),
             add_generation_prompt=True,
             bos_token=bos,
             eos_token=eos,
-            **extra,
+            **guard.strings(extra),
         )
     except TemplateRaisedError as exc:
         raise BadRequestError(
             f"The conversation does not fit the model's chat format: {exc}"
         ) from exc
     except TemplateError as exc:
-        raise EngineError(f"the model's chat template failed: {exc}") from exc
+        raise ChatTemplateError(f"the model's chat template failed: {exc}") from exc
+    return guard.split(text)
 
 
 def turn_tail(template: str | None, *, bos: str = "", eos: str = "") -> str:
@@ -186,8 +260,8 @@ def turn_tail(template: str | None, *, bos: str = "", eos: str = "") -> str:
         ChatMessage(role="user", content=question),
     ]
     try:
-        text = render_prompt(template, probe, bos=bos, eos=eos)
-    except (BadRequestError, EngineError):
+        text = render_prompt(template, probe, bos=bos, eos=eos).text
+    except (BadRequestError, ChatTemplateError):
         return ""
     start, end = text.find(answer), text.find(question)
     if start < 0 or end < start:

@@ -2,10 +2,17 @@
 
 `plan()` does everything that can fail with a 4xx before any generation starts. A plan is
 then answered whole (`complete`) or as a primed stream of Writer chunks (`open_stream`).
+
+Planning is bounded before it is done: counts and sizes (messages, tools, stop sequences,
+prompt characters against the context) are checked first, at O(1) or O(messages) cost; the
+heavy parts then run off the event loop: tools and response formats in the planner's
+worker process (`chat/planner.py`), the grammar's parse and the prompt's tokenization in a
+thread (llama.cpp releases the GIL for both).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,8 +23,10 @@ from typing import Protocol
 from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
 from inkstand.chat.catalog import Catalog, ServedModel
 from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
-from inkstand.chat.output import OutputPlan, plan_output
-from inkstand.chat.prompt import render_prompt
+from inkstand.chat.grammar import GrammarLimits
+from inkstand.chat.output import OutputPlan
+from inkstand.chat.planner import OutputPlanner
+from inkstand.chat.prompt import Prompt, message_text, render_prompt
 from inkstand.chat.toolformat import tool_format
 from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
@@ -61,25 +70,41 @@ class RequestLimits:
 
     max_messages: int = 1000
     max_n: int = 16
+    max_tools: int = 128
+    max_stops: int = 16
+    max_stop_chars: int = 256
+
+
+def over_limit(what: str, limit: str, value: int) -> BadRequestError:
+    """The 400 for a request over one of the server's limits, naming it."""
+    return BadRequestError(
+        f"{what}; this server takes at most {value} (`{limit}`).",
+        extras={"limit": limit, "value": value},
+    )
 
 
 class ChatService:
-    def __init__(self, catalog: Catalog, limits: RequestLimits = RequestLimits()) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        limits: RequestLimits = RequestLimits(),
+        planner: OutputPlanner | None = None,
+    ) -> None:
         self.catalog = catalog
         self.limits = limits
+        self.planner = planner or OutputPlanner(GrammarLimits(), processes=0)
 
-    def plan(self, request: ChatRequest) -> ChatPlan:
-        if len(request.messages) > self.limits.max_messages:
-            raise BadRequestError(
-                f"The request has {len(request.messages)} messages; this server takes at most "
-                f"{self.limits.max_messages} (`max_messages`).",
-                extras={"limit": "max_messages", "value": self.limits.max_messages},
-            )
+    async def plan(self, request: ChatRequest, *, scope: str = "") -> ChatPlan:
+        """Everything before generation; `scope` is whose prefix cache the request may use."""
+        self._check_counts(request)
         reject_unsupported(request)
         served = self.catalog.resolve(request.model)
         info = served.engine.info
-        output = plan_output(request, tool_format(info.chat_template))
-        if output.grammar is not None and not served.engine.grammar_compiles(output.grammar):
+        check_prompt_size(served, sum(len(message_text(m)) for m in request.messages))
+        output = await self.planner.plan(request, tool_format(info.chat_template))
+        if output.grammar is not None and not await asyncio.to_thread(
+            served.engine.grammar_compiles, output.grammar
+        ):
             raise UnsupportedFeatureError(
                 "The tools' or the response format's JSON Schema gave a grammar the engine "
                 "cannot load; simplify the schema."
@@ -90,8 +115,10 @@ class ChatService:
             bos=info.bos_text,
             eos=info.eos_text,
             tools=output.tools,
+            specials=info.special_texts,
         )
-        tokens = tuple(served.engine.tokenize(prompt))
+        check_prompt_size(served, len(prompt.text.encode("utf-8")))
+        tokens = tuple(await asyncio.to_thread(tokenize_prompt, served, prompt))
         max_tokens = resolve_max_tokens(request, served, len(tokens))
         sampling = sampling_params(
             served,
@@ -103,9 +130,23 @@ class ChatService:
         )
         n = check_choices("n", request.n or 1, self.limits.max_n, served)
         generation = GenerationRequest(
-            tokens, max_tokens, sampling, request.stops, n, turn_tail=served.turn_tail
+            tokens, max_tokens, sampling, request.stops, n, served.turn_tail, scope
         )
         return ChatPlan(request, served, generation, n, output, usage=Usage(prompt=len(tokens)))
+
+    def _check_counts(self, request: ChatRequest) -> None:
+        limits = self.limits
+        if len(request.messages) > limits.max_messages:
+            raise over_limit(
+                f"The request has {len(request.messages)} messages",
+                "max_messages",
+                limits.max_messages,
+            )
+        if request.tools and len(request.tools) > limits.max_tools:
+            raise over_limit(
+                f"The request has {len(request.tools)} tools", "max_tools", limits.max_tools
+            )
+        check_stops(request.stops, limits)
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [
@@ -210,6 +251,41 @@ class ChatStream(PrimedStream):
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
             yield factory.closing(event.index, reason, usage)
+
+
+def check_stops(stops: tuple[str, ...], limits: RequestLimits) -> None:
+    """Stop sequences are matched against every generated token: their count and length
+    are capped."""
+    if len(stops) > limits.max_stops:
+        raise over_limit(f"`stop` has {len(stops)} sequences", "max_stops", limits.max_stops)
+    longest = max(map(len, stops), default=0)
+    if longest > limits.max_stop_chars:
+        raise over_limit(
+            f"A `stop` sequence is {longest} characters long",
+            "max_stop_chars",
+            limits.max_stop_chars,
+        )
+
+
+def check_prompt_size(served: ServedModel, size: int) -> None:
+    """400 for a prompt of `size` characters or bytes that cannot fit the context, known
+    before it is tokenized: no token stands for more than `max_token_bytes` bytes."""
+    info = served.engine.info
+    most = info.n_ctx * info.max_token_bytes
+    if size > most:
+        raise ContextLengthError(
+            f"The prompt is {size} bytes long: more than the model's context window of "
+            f"{info.n_ctx} tokens can hold (at most {info.max_token_bytes} bytes a token, "
+            f"{most} in all). Shorten the conversation."
+        )
+
+
+def tokenize_prompt(served: ServedModel, prompt: Prompt) -> list[int]:
+    """The prompt's tokens: control tokens from the template's text only."""
+    tokens: list[int] = []
+    for i, (text, template_text) in enumerate(prompt.parts):
+        tokens += served.engine.tokenize(text, add_special=i == 0, parse_special=template_text)
+    return tokens
 
 
 def check_choices(field: str, n: int, max_n: int, served: ServedModel) -> int:

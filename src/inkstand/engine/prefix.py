@@ -13,6 +13,10 @@ there against what running there costs the decode steps to come:
   priced at `RUN_COST` prompt tokens, so only a long shared history (a conversation's earlier
   turns) outweighs it, never the chat template's common head.
 
+A slot's KV belongs to the cache scope (an API key) of the request that computed it: a
+request of another scope reuses none of it, so neither its `cached_tokens` nor its speed
+tells one tenant anything about another's prompts.
+
 Ties go to the least recently used slot, which evicts the coldest cache. At most a few dozen
 slots are compared token by token, in C-speed slices.
 """
@@ -39,17 +43,20 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class SlotCache:
     def __init__(self, n_slots: int) -> None:
         self.tokens: list[list[int]] = [[] for _ in range(n_slots)]
+        self.scopes: list[str] = [""] * n_slots  # whose KV each slot holds
         self._last_used = [0] * n_slots
         self._clock = 0
 
-    def best(self, free: Iterable[int], prompt: Sequence[int]) -> tuple[int, int]:
-        """The free slot to run `prompt` in, and how many of its tokens are already cached."""
+    def best(self, free: Iterable[int], prompt: Sequence[int], scope: str = "") -> tuple[int, int]:
+        """The free slot to run `prompt` in, and how many of its tokens are already cached
+        there for `scope`."""
         prompt = list(prompt)  # slices of a list and a tuple never compare equal
         free = set(free)
         best: tuple[int, int, int] | None = None  # (value, -last used, -slot)
         shared_at: dict[int, int] = {}
         for slot in free:
-            shared_at[slot] = common_prefix(self.tokens[slot], prompt)
+            mine = self.scopes[slot] == scope
+            shared_at[slot] = common_prefix(self.tokens[slot], prompt) if mine else 0
             value = shared_at[slot] - RUN_COST * self._new_runs(slot, free)
             key = (value, -self._last_used[slot], -slot)
             if best is None or key > best:
@@ -65,8 +72,10 @@ class SlotCache:
         )
         return 1 - busy_neighbours
 
-    def use(self, slot: int, keep: int) -> None:
-        """`slot` starts a new sequence keeping its first `keep` cached tokens."""
+    def use(self, slot: int, keep: int, scope: str = "") -> None:
+        """`slot` starts a new sequence of `scope` keeping its first `keep` cached tokens."""
+        assert keep == 0 or self.scopes[slot] == scope, "KV reused across cache scopes"
+        self.scopes[slot] = scope
         self._clock += 1
         self._last_used[slot] = self._clock
         del self.tokens[slot][keep:]
@@ -76,6 +85,7 @@ class SlotCache:
 
     def copy(self, src: int, dst: int) -> None:
         self.tokens[dst] = list(self.tokens[src])
+        self.scopes[dst] = self.scopes[src]
 
     def forget(self, slot: int) -> None:
         self.tokens[slot] = []

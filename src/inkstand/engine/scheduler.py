@@ -14,18 +14,30 @@ Decoding ahead: when an answer ends, the scheduler notes its request's `turn_tai
 follow-up turn's prompt puts right after the answer) and, once nothing else is running or
 waiting, decodes it into the slot's cache, `AHEAD_TOKENS` at a time, so the next turn of the
 conversation finds it cached. Any request admitted in the meantime goes first.
+
+Failures: nothing raised in a step ends the thread. Whatever raises, at whichever point, fails
+the requests it touched with a 500 (`EngineError`), is logged with its traceback (a backend's
+own `EngineError` with its message) and forgets those requests' slot caches, since their KV may
+be half written; then the loop carries on. The requests it touched: the one being admitted,
+sampled, forked or finished; every request in the batch for a failed decode or commit; every
+running request when the batch cannot be built or a fault escapes the narrower guards. After
+`MAX_FAILURES` failed steps in a row (no batch decoded between), or when the backend says it is
+broken (`BackendBrokenError`), the engine gives up: its model reports not ready (`failure`),
+and every request in flight or arriving gets a 503 at once instead of hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from inkstand.backends.base import Backend, BatchEntry, KVFullError
+from inkstand.backends.base import Backend, BackendBrokenError, BatchEntry, KVFullError
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
@@ -38,11 +50,12 @@ from inkstand.engine.types import (
     TokenEvent,
     TokenInfo,
 )
-from inkstand.errors import EngineError, InkstandError, OverloadedError
+from inkstand.errors import EngineError, InkstandError, ModelFailedError, OverloadedError
 
 log = logging.getLogger("inkstand.engine")
 
 AHEAD_TOKENS = 16  # most tokens decoded ahead per idle pass (what a new arrival may wait for)
+MAX_FAILURES = 3  # steps failed in a row (no batch decoded between) before the engine gives up
 
 STOP = object()  # put on the inbox to end the thread
 DRAIN = object()  # put on the inbox to refuse everything in flight (the server is stopping)
@@ -119,13 +132,34 @@ class Scheduler:
         self.ahead: dict[int, tuple[int, ...]] = {}  # free slot -> tokens to decode ahead
         self.outbox = Outbox()
         self.n_ctx = backend.info.n_ctx
+        self.failures = 0  # steps failed in a row
+        self.failure: str | None = None  # why the engine gave up: it then refuses everything
+        self.stopped = False  # the thread is ending or has ended
 
     @property
     def running_jobs(self) -> int:
         return len({id(s.job) for s in list(self.active.values())})
 
     def run(self) -> None:
-        while self._collect(block=not (self.active or self.waiting or self.ahead)):
+        try:
+            while self._pass():
+                self._flush()
+        except BaseException:  # past every guard (SystemExit...): leave nobody waiting
+            self._give_up("the engine thread stopped")
+            raise
+        finally:
+            self.stopped = True  # from now on `Engine.stream` refuses at once
+            self._shutdown()
+            self._flush()
+
+    def _pass(self) -> bool:
+        """One pass of the loop; False once told to stop. Never raises an `Exception`."""
+        try:
+            if not self._collect(block=self._idle()):
+                return False
+            if self.failure is not None:
+                self._refuse_all()
+                return True
             self._drop_cancelled()
             self._expire_waiting(time.monotonic())
             self._admit()
@@ -133,9 +167,19 @@ class Scheduler:
                 self._step()
             elif self.ahead and not self.waiting:
                 self._decode_ahead()
+        except Exception as exc:  # a fault the narrower guards did not catch
+            self.ahead.clear()
+            self._fault(exc, "the engine loop", self._running(), step=True)
+        return True
+
+    def _idle(self) -> bool:
+        return not (self.active or self.waiting or self.ahead or self.outbox.pending)
+
+    def _flush(self) -> None:
+        try:
             self.outbox.flush()
-        self._shutdown()
-        self.outbox.flush()
+        except Exception:  # the outbox keeps what it could not hand over, for the next pass
+            log.exception("could not hand the step's events over")
 
     # -- admission -----------------------------------------------------------------------
     def _collect(self, *, block: bool) -> bool:
@@ -160,13 +204,14 @@ class Scheduler:
         kept: deque[Job] = deque()
         for job in self.waiting:
             if now - job.enqueued_at > limit and not job.cancelled:
-                self.observer.rejected()
-                job.emit(
-                    OverloadedError(
-                        f"The request waited over {limit:g} s for a free slot; retry later.",
-                        retry_after=2,
+                with self._guard("refusing a request that waited too long", job):
+                    job.emit(
+                        OverloadedError(
+                            f"The request waited over {limit:g} s for a free slot; retry later.",
+                            retry_after=2,
+                        )
                     )
-                )
+                    self.observer.rejected()
             else:
                 kept.append(job)
         self.waiting = kept
@@ -176,26 +221,26 @@ class Scheduler:
             job = self.waiting[0]
             if job.cancelled:
                 self.waiting.popleft()
-                self.observer.cancelled()
+                with self._guard("dropping a cancelled request", job):
+                    self.observer.cancelled()
                 continue
             if len(self.free) < job.request.n:
                 return  # first come, first served: nobody overtakes a waiting request
             self.waiting.popleft()
             try:
                 self._start(job)
-            except EngineError as exc:  # e.g. a sampler the backend cannot build
-                log.error("could not start a request: %s", exc)
-                job.emit(exc)
-                self._release_job(job, forget=True)
+            except Exception as exc:  # e.g. a sampler the backend cannot build
+                told = exc if isinstance(exc, EngineError) else None
+                self._fault(exc, "starting a request", [job], tell=told)
 
     def _start(self, job: Job) -> None:
         request = job.request
-        slot, shared = self.cache.best(self.free, request.prompt_tokens)
+        slot, shared = self.cache.best(self.free, request.prompt_tokens, request.cache_scope)
         reuse = min(shared, len(request.prompt_tokens) - 1)
         primary = self._occupy(job, 0, slot, reuse)
         self.backend.begin(slot, request.sampling, reuse)
         for index in range(1, request.n):
-            slot, _ = self.cache.best(self.free, ())  # next to its siblings: one run
+            slot, _ = self.cache.best(self.free, (), request.cache_scope)  # one run
             sibling = self._occupy(job, index, slot, reuse)
             sibling.fed = len(request.prompt_tokens)
             sibling.awaiting_fork = True
@@ -207,7 +252,8 @@ class Scheduler:
     def _occupy(self, job: Job, index: int, slot: int, reuse: int) -> Sequence:
         self.free.discard(slot)
         self.ahead.pop(slot, None)
-        self.cache.use(slot, reuse)
+        # A sibling's KV arrives whole when the first choice forks: its slot keeps nothing.
+        self.cache.use(slot, reuse if index == 0 else 0, job.request.cache_scope)
         seq = Sequence(job, index, slot, fed=reuse, cached=reuse)
         seq.assembler = TextAssembler(job.request.stop)
         self.active[slot] = seq
@@ -216,50 +262,63 @@ class Scheduler:
     def _drop_cancelled(self) -> None:
         cancelled = {id(s.job): s.job for s in self.active.values() if s.job.cancelled}
         for job in cancelled.values():
-            self.observer.cancelled()
-            self._release_job(job)
+            with self._guard("dropping a cancelled request", job):
+                self.observer.cancelled()
+                self._release_job(job)
 
     def _release(self, seq: Sequence) -> None:
+        """Free the slot; changes nothing here if the backend or the observer raises."""
         self.observer.generated(seq.generated)
         self.backend.end(seq.slot)
         del self.active[seq.slot]
         self.free.add(seq.slot)
 
-    def _release_job(self, job: Job, *, forget: bool = False) -> None:
+    def _release_job(self, job: Job) -> None:
         for seq in [s for s in self.active.values() if s.job is job]:
-            if forget:
-                self.cache.forget(seq.slot)
             self._release(seq)
+
+    def _discard(self, job: Job) -> None:
+        """Free a failed request's slots, forgetting their caches (their KV may be half
+        written); never raises."""
+        for seq in [s for s in self.active.values() if s.job is job]:
+            del self.active[seq.slot]
+            self.free.add(seq.slot)
+            self.cache.forget(seq.slot)
+            try:
+                self.observer.generated(seq.generated)
+                self.backend.end(seq.slot)
+            except Exception:
+                log.exception("could not release slot %d", seq.slot)
 
     # -- one step ------------------------------------------------------------------------
     def _step(self) -> None:
-        entries, owners = self._build_batch()
+        try:
+            entries, owners = self._build_batch()
+        except Exception as exc:
+            self._fault(exc, "building a batch", self._running(), step=True)
+            return
         if not entries:
             return
         try:
             logits_at = self.backend.decode(entries)
+            self._commit(entries, owners)
         except KVFullError:
             self._shed_newest()
             return
-        except EngineError as exc:
-            self._fail({id(s.job): s.job for s in owners}.values(), exc)
+        except Exception as exc:
+            self._fault(exc, "decoding a batch", [s.job for s in owners], step=True)
             return
-        self._commit(entries, owners)
+        self.failures = 0
         wanting = [seq for seq, entry in zip(owners, entries, strict=True) if entry.want_logits]
         now = time.monotonic()
         for seq, index in zip(wanting, logits_at, strict=True):
-            try:
+            with self._guard("sampling", seq.job):
                 for sibling in seq.forks:
                     if self.active.get(seq.slot) is not seq:
                         break  # a sibling's failure ended the whole request
                     self._fork(seq, sibling, index, now)
-            except EngineError as exc:
-                log.error("could not fork a request: %s", exc)
-                seq.job.emit(exc)
-                self._release_job(seq.job, forget=True)
-                continue
-            seq.forks = []
-            self._take(seq, index, now)
+                seq.forks = []
+                self._take(seq, index, now)
 
     def _build_batch(self) -> tuple[list[BatchEntry], list[Sequence]]:
         """Every generating sequence's next token, then prompt chunks up to the step budget.
@@ -302,13 +361,7 @@ class Scheduler:
         """Sample the sequence's next token and emit what it releases."""
         if self.active.get(seq.slot) is not seq:
             return  # its request failed earlier in this step
-        try:
-            token = self.backend.sample(seq.slot, logits_index)
-        except EngineError as exc:  # e.g. a grammar with no way on: this request only
-            log.error("sampling failed: %s", exc)
-            seq.job.emit(EngineError("The model failed while generating; please retry."))
-            self._release_job(seq.job, forget=True)
-            return
+        token = self.backend.sample(seq.slot, logits_index)  # may fail: this request only
         seq.generated += 1
         seq.next_token = token
         self._note_timing(seq, now)
@@ -368,46 +421,105 @@ class Scheduler:
         ]
         try:
             self.backend.decode(entries)
-        except EngineError as exc:  # nobody is waiting for these: forget them and go on
-            log.warning("could not decode ahead: %s", exc)
+        except Exception as exc:  # nobody is waiting for these: forget them and go on
             for entry in entries:
                 self.cache.forget(entry.seq_id)
+            self._fault(exc, "decoding ahead", [], step=True)
             return
+        self.failures = 0
         for entry in entries:
             self.cache.extend(entry.seq_id, entry.tokens)
         self.observer.decoded_ahead(size)
 
     # -- failures ------------------------------------------------------------------------
-    def _fail(self, jobs, exc: EngineError) -> None:
-        jobs = list(jobs)
-        log.error("decode failed for %d request(s): %s", len(jobs), exc)
+    @contextlib.contextmanager
+    def _guard(self, where: str, *jobs: Job) -> Iterator[None]:
+        """Fail `jobs` if the block raises: its work touched them and nothing else."""
+        try:
+            yield
+        except Exception as exc:
+            self._fault(exc, where, jobs)
+
+    def _fault(
+        self,
+        exc: Exception,
+        where: str,
+        jobs: Iterable[Job],
+        *,
+        step: bool = False,
+        tell: EngineError | None = None,
+    ) -> None:
+        """Log `exc`, fail the requests it touched with a 500 (`tell`, or a generic one) and
+        free their slots; a failed `step` counts towards giving up."""
+        touched = list({id(job): job for job in jobs}.values())
+        if isinstance(exc, EngineError) and not isinstance(exc, BackendBrokenError):
+            log.error("%s failed for %d request(s): %s", where, len(touched), exc)
+        else:
+            log.error("%s failed for %d request(s)", where, len(touched), exc_info=exc)
+        error = tell or EngineError("The model failed while generating; please retry.")
+        for job in touched:
+            job.emit(error)
+            self._discard(job)
+        if step:
+            self.failures += 1
+        if isinstance(exc, BackendBrokenError):
+            self._give_up(f"the backend is broken: {exc}")
+        elif self.failures >= MAX_FAILURES:
+            self._give_up(f"{self.failures} steps failed in a row")
+
+    def _give_up(self, reason: str) -> None:
+        """The engine cannot carry on: its model is not ready, everything in flight gets 503."""
+        if self.failure is None:
+            log.error("the engine stops serving its model: %s", reason)
+            self.failure = reason
+        self._refuse_all()
+
+    def _refuse_all(self) -> None:
+        jobs = self._running() + list(self.waiting)
+        self.waiting.clear()
+        self.ahead.clear()
         for job in jobs:
-            job.emit(EngineError("The model failed while generating; please retry."))
-            self._release_job(job, forget=True)
+            job.emit(model_failed(self.failure))
+            self._discard(job)
+
+    def _running(self) -> list[Job]:
+        return list({id(s.job): s.job for s in self.active.values()}.values())
 
     def _shed_newest(self) -> None:
         """No KV room for this step: refuse the most recently admitted request."""
         newest = max(self.active.values(), key=lambda s: s.job.enqueued_at).job
         log.warning("KV cache full: refusing the newest request")
-        self.observer.rejected()
         newest.emit(OverloadedError("The server is out of KV cache; retry shortly.", retry_after=2))
-        self._release_job(newest, forget=True)
+        self._discard(newest)
+        with self._guard("refusing a request"):
+            self.observer.rejected()
 
     def _drain(self) -> None:
-        jobs = {id(s.job): s.job for s in self.active.values()}
-        jobs.update((id(job), job) for job in self.waiting)
+        jobs = self._running() + list(self.waiting)
         self.waiting.clear()
-        for job in jobs.values():
+        for job in jobs:
             job.emit(OverloadedError("The server is shutting down; retry shortly.", retry_after=5))
-            self._release_job(job)
+            self._discard(job)
 
     def _shutdown(self) -> None:
-        for seq in list(self.active.values()):
-            seq.job.emit(EngineError("The server is shutting down."))
-            self._release(seq)
-        for job in self.waiting:
-            job.emit(EngineError("The server is shutting down."))
+        """The thread ends: answer every request in flight, and any still in the inbox."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self.inbox.get_nowait()
+                if isinstance(item, Job):
+                    self.waiting.append(item)
+        for job in self._running() + list(self.waiting):
+            if self.failure is None:
+                job.emit(EngineError("The server is shutting down."))
+            else:
+                job.emit(model_failed(self.failure))
+            self._discard(job)
         self.waiting.clear()
+
+
+def model_failed(reason: str | None) -> ModelFailedError:
+    """What a request to an engine that stopped serving gets: 503, not worth retrying here."""
+    return ModelFailedError(f"The model stopped serving after a failure: {reason}.")
 
 
 def _ahead(seq: Sequence, last: int, *, eog: bool) -> tuple[int, ...]:

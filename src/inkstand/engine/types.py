@@ -32,6 +32,9 @@ class GenerationRequest:
     # What a follow-up prompt puts right after this answer (ChatML: "<|im_end|>\n<|im_start|>
     # user\n"); decoded into the slot's cache ahead of time when the engine is idle.
     turn_tail: tuple[int, ...] = ()
+    # Whose prefix cache this request may read and extend (an API key's id): a slot's KV
+    # is reused only by requests of the scope that computed it. "" when all share one.
+    cache_scope: str = ""
 
 
 @dataclass(frozen=True)
