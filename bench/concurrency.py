@@ -320,7 +320,7 @@ class Bench:
         out: dict[str, list[list[dict]]] = {name: [] for name in self.targets}
         names = list(self.targets)
         for k in range(self.args.conversations):
-            topic = TOPICS[-1 - k]
+            topic = TOPICS[-1 - k % len(TOPICS)]  # more conversations than topics repeat them
             for name in names[k % len(names) :] + names[: k % len(names)]:
                 print(f"conversation {k + 1}: {name}", file=sys.stderr)
                 out[name].append(await self.conversation(self.targets[name], topic))

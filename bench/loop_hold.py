@@ -1,22 +1,25 @@
 """How long each kind of heavy request holds the server's event loop (issue 10, "Bounded work").
 
-    .venv/bin/python bench/loop_hold.py                 # ~2 minutes; a Markdown table
-    .venv/bin/python bench/loop_hold.py --repeats 9 --threads 2
+    .venv/bin/python bench/loop_hold.py                  # ~4 minutes; a Markdown table
+    .venv/bin/python bench/loop_hold.py --repeats 9 --only "10 MiB"
 
 The app is built as `inkstand serve` builds it: default settings (`max_body_bytes` 10 MiB,
 `ctx_size` 4096, `max_tools` 128 ...), the embedded model loaded in the background, the
 planner's worker process; uvicorn serves it with Inkstand's HTTP protocol (`api/protocol.py`)
 on this process's uvloop, on 127.0.0.1. A heartbeat task on the same loop sleeps 1 ms at a
 time and records the gaps between its wake-ups. While one request is handled, the longest
-gap is how long the loop was held at a stretch: no other client got a byte meanwhile (a
-running stream's next token waits that long). The `idle` row is the floor (timer
-granularity, scheduling).
+gap is how long the loop was held at a stretch: no other client got a byte meanwhile, and a
+running stream's next token waited that long. The sum of the gaps over 2 ms is the loop's
+time lost to the request in all (the engine thread holding the GIL between its C calls
+counts too). The `idle` row is the floor: timer granularity and scheduling.
 
 Requests come from a client thread over a raw socket (`Connection: close`, the bytes built
-beforehand), so the client costs this process next to nothing: socket calls release the GIL.
-Each kind runs `--repeats` times, one request at a time, with a pause between; the table
-shows the medians and the worst of the longest holds, the total of the holds over 2 ms, the
-client's latency, and the status (with the limit a 400 names).
+before the clock starts), so the client costs this process next to nothing: socket calls
+release the GIL. Each kind is sent once unmeasured, then `--repeats` times, one at a time,
+each after the CPUs are idle (`host.Quiet`); a request during which other processes used
+more than `FOREIGN_LIMIT` CPUs is done again with a fresh body (twice at most). The table
+shows the median and the worst longest hold, the median sum, the client's latency, the
+status (with the limit a 400 names, or its error key) and this process's RSS afterwards.
 
 Results go to stdout and bench/results/loop_hold-<UTC time>.json.
 """
@@ -82,6 +85,38 @@ def messages_body(seed: int) -> dict:
 def ignored_body(seed: int) -> dict:
     """A small chat padded to just under `max_body_bytes` with a key the server ignores."""
     return chat(padding=text_of(DEFAULTS.max_body_bytes - 4096, seed))
+
+
+SMALL_VALUES = "@small-values@"  # stands for `small_values()` in a body until it is sent
+
+
+def small_values() -> str:
+    """A JSON array of tiny objects that fills the body: the most values per byte."""
+    return "[" + ",".join(['{"a":[]}'] * ((DEFAULTS.max_body_bytes - 4096) // 9)) + "]"
+
+
+def ignored_values_body(seed: int) -> dict:
+    """A small chat with a key the server ignores holding `small_values()`."""
+    return chat(padding=SMALL_VALUES)
+
+
+def schema_default_body(seed: int) -> dict:
+    """One tool whose schema's `default` (an annotation: no grammar) holds `small_values()`."""
+    body = tools_body(seed)
+    body["tools"] = body["tools"][:1]
+    body["tools"][0]["function"]["parameters"]["default"] = SMALL_VALUES
+    return body
+
+
+def graph_data_body(seed: int) -> dict:
+    """A replayed assistant message whose `graph_data` (kept as any JSON) holds
+    `small_values()`."""
+    messages = [
+        {"role": "user", "content": "What do the files say?"},
+        {"role": "assistant", "content": "They say hello.", "graph_data": SMALL_VALUES},
+        {"role": "user", "content": "Thanks."},
+    ]
+    return chat(messages=messages)
 
 
 def under_check_body(seed: int, chars: int) -> dict:
@@ -162,7 +197,12 @@ def arguments_body(seed: int) -> dict:
 
 
 def post(port: int, body: dict) -> bytes:
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    payload = json.dumps(body, separators=(",", ":"))
+    payload = payload.replace(f'"{SMALL_VALUES}"', small_values())
+    return post_bytes(port, payload.encode())
+
+
+def post_bytes(port: int, payload: bytes) -> bytes:
     head = (
         f"POST /v1/chat HTTP/1.1\r\nhost: {HOST}:{port}\r\nauthorization: Bearer {KEY}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
@@ -260,26 +300,35 @@ class Model:
 class Kind:
     label: str
     build: Callable[[int, int], bytes]  # (port, seed) -> the request's bytes
+    repeats: int | None = None  # fewer than `--repeats`, for a slow kind; no warm-up then
 
 
 def kinds(model: Model) -> list[Kind]:
-    def chat_kind(label: str, make: Callable[[int], dict]) -> Kind:
-        return Kind(label, lambda port, seed: post(port, make(seed)))
+    def chat_kind(label: str, make: Callable[[int], dict], repeats: int | None = None) -> Kind:
+        return Kind(label, lambda port, seed: post(port, make(seed)), repeats)
 
     checked = model.n_ctx * model.max_token_bytes
     filling = int((model.n_ctx - 64) * model.chars_per_token)
     return [
         chat_kind("small chat (1 token)", lambda seed: chat()),
         chat_kind("10 MiB body: 1,000 messages", messages_body),
-        chat_kind("10 MiB body: a key the server ignores", ignored_body),
+        chat_kind("10 MiB body: a string in a key the server ignores", ignored_body),
+        chat_kind("10 MiB body: small values in a key the server ignores", ignored_values_body),
+        chat_kind("10 MiB body: small values in a message's graph_data", graph_data_body),
+        chat_kind(
+            "10 MiB body: small values in a tool schema's `default`",
+            schema_default_body,
+            repeats=2,  # each plan is remembered: ~300 MB more in this process
+        ),
         chat_kind(
             f"prompt filling the context, {filling:,} chars (1 token)",
             lambda seed: full_context_body(seed, filling),
-        ),  # fmt: skip
+            repeats=1,  # its prefill takes the engine ~30 s on one thread
+        ),
         chat_kind(
             f"prompt just under the size check, {checked - 512:,} chars",
             lambda seed: under_check_body(seed, checked - 512),
-        ),  # fmt: skip
+        ),
         chat_kind("8 MB prompt", prompt_8mb_body),
         chat_kind("100,000 stops", stops_body),
         chat_kind("128 tools, first time", tools_body),
@@ -304,6 +353,7 @@ class Row:
     label: str
     size: int
     samples: list[Sample] = field(default_factory=list)
+    rss_mb: float = 0.0  # this process's resident memory after the kind's requests
 
     def summary(self) -> dict:
         longest = [s.longest_ms for s in self.samples]
@@ -316,6 +366,7 @@ class Row:
             "held_ms_median": statistics.median(s.held_ms for s in self.samples),
             "latency_ms_median": 1000 * statistics.median(s.answer.seconds for s in self.samples),
             "status": ", ".join(sorted(statuses)),
+            "rss_mb_after": self.rss_mb,
             "samples": [asdict(s) for s in self.samples],
         }
 
@@ -383,21 +434,26 @@ class Bench:
             await asyncio.sleep(1.0)
             answer = Answer(0, None, 1.0)
             row.samples.append(Sample(*self.heart.holds(), answer, meter.foreign_cpus()))
+        row.rss_mb = rss_mb()
         return row
 
     async def _kind(self, kind: Kind) -> Row:
-        # Bodies are built before the clock starts; the first request is a warm-up.
-        requests = [kind.build(self.port, seed) for seed in range(self.args.repeats + 1)]
-        await asyncio.to_thread(exchange, self.port, requests[0])
-        row = Row(kind.label, len(requests[0]))
-        for request in requests[1:]:
-            row.samples.append(await self._take(request))
+        count = kind.repeats or self.args.repeats
+        first = kind.build(self.port, 0)
+        if kind.repeats is None:
+            await asyncio.to_thread(exchange, self.port, first)  # a warm-up
+        row = Row(kind.label, len(first))
+        for i in range(1, count + 1):
+            row.samples.append(await self._take(kind, i))
+        row.rss_mb = rss_mb()
         print(f"  {kind.label}: done", file=sys.stderr)
         return row
 
-    async def _take(self, request: bytes) -> Sample:
-        """One request; done again (up to twice) if other processes used the CPUs meanwhile."""
+    async def _take(self, kind: Kind, seed: int) -> Sample:
+        """One request; done again (up to twice) if other processes used the CPUs meanwhile,
+        with a body of a new seed (the same body again might be answered from memory)."""
         for attempt in range(3):
+            request = kind.build(self.port, seed + 1000 * attempt)  # before the clock starts
             await asyncio.to_thread(self.quiet.wait)
             meter = host.CpuMeter(self.pids)
             self.heart.reset()
@@ -422,6 +478,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -434,12 +497,15 @@ def show(result: dict) -> None:
           f"thread(s), default limits (n_ctx {model['n_ctx']}, longest token "
           f"{model['max_token_bytes']} bytes); medians of {c['repeats']} requests\n")  # fmt: skip
     print("| request | bytes | longest loop hold ms (median / max) | loop held in gaps > 2 ms, "
-          "ms | latency ms | status |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---|")
+          "ms | latency ms | status | RSS after, MB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---|---:|")
     for r in result["rows"]:
-        print(f"| {r['label']} | {r['request_bytes']:,} | {r['longest_ms_median']:.1f} / "
-              f"{r['longest_ms_max']:.1f} | {r['held_ms_median']:.1f} | "
-              f"{r['latency_ms_median']:.0f} | {r['status']} |")  # fmt: skip
+        hold = f"{r['longest_ms_median']:.1f} / {r['longest_ms_max']:.1f}"
+        cells = [
+            *(r["label"], f"{r['request_bytes']:,}", hold, f"{r['held_ms_median']:.1f}"),
+            *(f"{r['latency_ms_median']:.0f}", r["status"], f"{r['rss_mb_after']:.0f}"),
+        ]
+        print("| " + " | ".join(cells) + " |")
     disturbed = max(s["foreign_cpus"] for r in result["rows"] for s in r["samples"])
     if disturbed > FOREIGN_LIMIT:
         print(f"\nother processes used up to {disturbed:.2f} CPUs during a request")

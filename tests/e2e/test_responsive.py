@@ -2,35 +2,39 @@
 
 The house rule is to assert on structure, never on timing; this test is the exception the
 issue asks for: "a running stream's inter-token p99 stays within 1.2x of its baseline while
-such requests arrive". What it guards is real-time behaviour (work done on the event loop
-or the engine thread instead of off them), which no structural assertion can see: before
-the limits, the grammar attack below froze the loop for 0.8 s, 100,000 stop strings cost
-the engine thread 92 ms a token, and an 8 MB prompt was tokenized on the loop (2.1 s).
+such requests arrive". What it guards is where work runs (off the event loop and the engine
+thread, or refused before it starts), which no structural assertion can see. On main, the
+grammar attack below froze the loop for 0.6-0.8 s, 100,000 stop strings cost the engine
+thread 92 ms a token and an 8 MB prompt was tokenized on the loop (2.1 s): this test's
+attacked p99 there is ~33x the baseline; with tools planned on the loop again
+(`--planner-processes 0`) it is ~5x.
 
 How: a dedicated server (one llama.cpp thread, two slots) streams a greedy essay of
 `MAX_TOKENS` tokens; the client timestamps every SSE `data:` frame as it arrives and takes
 the gaps between them. In an attacked run a client thread sends, at fixed points of the
 stream (counted in frames, so the machine's speed does not move them), prebuilt requests
 over raw sockets: the grammar attack (20 tools of 20 strings of `maxLength` 1000, a 23 KB
-body) six times, 100,000 `stop` strings once and an 8 MB prompt once. Each must be refused
-with a 400 in Writer's envelope naming its limit before the stream ends. The attacked p99
-must be within `RATIO` of the baseline p99.
+body) twelve times, 100,000 `stop` strings once and an 8 MB prompt once. Each must be
+refused with a 400 in Writer's envelope naming its limit before the stream ends. The
+attacked p99 must be within `RATIO` of the baseline p99.
 
-Why those counts: p99 over ~500 gaps ignores the 4 largest. The grammar attack costs the
-loop nothing now (it is planned in a worker process), so sending it six times makes a
-freeze per request (as on main) blow p99. The two big bodies are sent once each: parsing
-their JSON (1 MB of stop strings, 8 MB of text) is work the loop cannot avoid (~10-20 ms,
-one gap each), and two such gaps stay inside what p99 ignores.
+Why those counts: p99 over the ~1,800 gaps of two runs ignores the 18 largest. The grammar
+attack costs the loop nothing now (it is planned in a worker process), so sending it 24
+times makes a stall per request blow p99. The two big bodies are sent once a run: parsing
+their JSON (1 MB of stop strings, 8 MB of text) is work the loop cannot avoid (10-20 ms,
+one gap each), and four such gaps stay inside what p99 ignores.
 
 Keeping it stable on a shared 2-core machine whose speed drifts:
 - every run is the same work: a first (unmeasured) attacked run fills the prefix cache and
   warms the planner's worker, so every measured stream reuses the cached prompt;
-- runs go baseline, attacked, attacked, baseline (drift in speed cancels out) and each
-  side's gaps are pooled before taking p99;
+- runs go baseline, attacked, attacked, baseline, so a drift in speed cancels out, and each
+  side's gaps are pooled before taking p99 (one run's p99 alone moves by +-15 %);
 - the client's own work is small: bodies are built before a run, sent from one thread with
   `sendall` (which releases the GIL), and the stream is read raw;
-- a run during which other processes (another test session, a benchmark) used more than
-  `FOREIGN_LIMIT` CPUs is done again, up to `ATTEMPTS` times (the least disturbed counts).
+- other processes (another test session, a benchmark) take the second core the planner's
+  worker needs: each run waits for them to go quiet (`QUIET_BUDGET_S` in all), and a run
+  during which they used more than `FOREIGN_LIMIT` CPUs is done again, up to `ATTEMPTS`
+  times. A failure names how busy they kept the machine.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from .support import AUTH, ESSAY, KEY, Server, assert_envelope, greedy, running_
 
 pytestmark = pytest.mark.e2e
 
-MAX_TOKENS = 500
+MAX_TOKENS = 900  # about 12 s a run; the prompt is 41 tokens of the 1024
 STREAM = greedy(messages=ESSAY, max_tokens=MAX_TOKENS, stream=True)
 RATIO = 1.2
 FOREIGN_LIMIT = 0.25  # CPUs' worth of other processes' work that makes a run disturbed
@@ -107,8 +111,8 @@ def names_context(error: dict) -> None:
 GRAMMAR = (grammar_attack, names_limit("max_grammar_bytes"))
 STOPS = (stops_attack, names_limit("max_stops"))
 PROMPT = (prompt_attack, names_context)
-# In the order they arrive, spread evenly over the stream.
-ATTACKS = (GRAMMAR, GRAMMAR, STOPS, GRAMMAR, GRAMMAR, PROMPT, GRAMMAR, GRAMMAR)
+# In the order they arrive, spread evenly over the stream (one every ~60 tokens).
+ATTACKS = (*[GRAMMAR] * 4, STOPS, *[GRAMMAR] * 4, PROMPT, *[GRAMMAR] * 4)
 
 
 @dataclass
@@ -207,7 +211,7 @@ def stream(server: Server, attacker: Attacker | None = None) -> list[float]:
         http.stream("POST", "/v1/chat", json=STREAM) as response,
     ):
         assert response.status_code == 200, response.read()
-        pending = b""
+        pending, closing = b"", b""
         for chunk in response.iter_raw():
             now = time.perf_counter()
             *events, pending = (pending + chunk).split(b"\n\n")
@@ -216,7 +220,8 @@ def stream(server: Server, attacker: Attacker | None = None) -> list[float]:
                     frames.append(now)
                     if attacker is not None:
                         attacker.frame(len(frames))
-    assert len(frames) == MAX_TOKENS + 3, "the essay ended early: no `length` finish"
+                    closing = event if event != b"data: [DONE]" else closing
+    assert b'"finish_reason":"length"' in closing.replace(b" ", b""), closing
     return frames
 
 
@@ -247,10 +252,10 @@ def check_refused(attack: Attack) -> None:
 def steady(server: Server, kind: str, quiet: Quiet) -> Run:
     """A run that other processes did not disturb, or the least disturbed of `ATTEMPTS`."""
     runs = []
-    for attempt in range(ATTEMPTS):
-        planned = attacks(server, f"{kind[0]}{time.monotonic_ns()}{attempt}")
+    for _ in range(ATTEMPTS):
+        planned = attacks(server, f"{time.monotonic_ns()}") if kind == "attacked" else None
         quiet.wait(server)
-        run = measure(server, kind, planned if kind == "attacked" else None)
+        run = measure(server, kind, planned)
         if run.foreign_cpus <= FOREIGN_LIMIT:
             return run
         runs.append(run)
@@ -328,9 +333,7 @@ def test_stream_keeps_its_pace_while_heavy_requests_arrive(paced_server):
     }
     baseline, attacked = p99(pooled["baseline"]), p99(pooled["attacked"])
     report = "\n".join(run.describe() for run in runs)
-    print(
-        f"{report}\nattacked/baseline p99 {attacked:.1f}/{baseline:.1f} = {attacked / baseline:.2f}"
-    )
+    print(f"{report}\nattacked / baseline p99: {attacked / baseline:.2f}")  # shown with -s
     assert attacked <= RATIO * baseline, (
         f"inter-token p99 {attacked:.1f} ms under attack vs {baseline:.1f} ms "
         f"(x{attacked / baseline:.2f}, limit x{RATIO}):\n{report}"
