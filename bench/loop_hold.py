@@ -69,8 +69,9 @@ def chat(**fields) -> dict:
 
 
 def text_of(size: int, seed: int) -> str:
-    """`size` ASCII characters of varied words (a repeated word would tokenize unusually)."""
-    words = [f"w{seed}x{i % 997}" for i in range(size // 4 + 1)]
+    """`size` ASCII characters of varied words (a repeated word would tokenize unusually),
+    after `seed`, so that no two seeds share a cached prefix and all tokenize alike."""
+    words = [f"{seed:08d}", *(f"w{i % 997}" for i in range(size // 3 + 1))]
     return " ".join(words)[:size]
 
 
@@ -353,7 +354,7 @@ class Row:
     label: str
     size: int
     samples: list[Sample] = field(default_factory=list)
-    rss_mb: float = 0.0  # this process's resident memory after the kind's requests
+    rss_growth_mb: float = 0.0  # this process's resident memory added per request sent
 
     def summary(self) -> dict:
         longest = [s.longest_ms for s in self.samples]
@@ -366,7 +367,7 @@ class Row:
             "held_ms_median": statistics.median(s.held_ms for s in self.samples),
             "latency_ms_median": 1000 * statistics.median(s.answer.seconds for s in self.samples),
             "status": ", ".join(sorted(statuses)),
-            "rss_mb_after": self.rss_mb,
+            "rss_growth_mb_per_request": self.rss_growth_mb,
             "samples": [asdict(s) for s in self.samples],
         }
 
@@ -386,6 +387,7 @@ class Bench:
         self.heart = Heartbeat()
         self.quiet = host.Quiet(args.quiet_budget)
         self.pids = [os.getpid()]
+        self.sent = 0  # requests of the current kind sent so far, warm-up and redos included
 
     async def run(self) -> dict:
         config = uvicorn.Config(
@@ -434,18 +436,19 @@ class Bench:
             await asyncio.sleep(1.0)
             answer = Answer(0, None, 1.0)
             row.samples.append(Sample(*self.heart.holds(), answer, meter.foreign_cpus()))
-        row.rss_mb = rss_mb()
         return row
 
     async def _kind(self, kind: Kind) -> Row:
         count = kind.repeats or self.args.repeats
         first = kind.build(self.port, 0)
+        before, self.sent = rss_mb(), 0
         if kind.repeats is None:
+            self.sent += 1
             await asyncio.to_thread(exchange, self.port, first)  # a warm-up
         row = Row(kind.label, len(first))
         for i in range(1, count + 1):
             row.samples.append(await self._take(kind, i))
-        row.rss_mb = rss_mb()
+        row.rss_growth_mb = (rss_mb() - before) / self.sent
         print(f"  {kind.label}: done", file=sys.stderr)
         return row
 
@@ -454,6 +457,7 @@ class Bench:
         with a body of a new seed (the same body again might be answered from memory)."""
         for attempt in range(3):
             request = kind.build(self.port, seed + 1000 * attempt)  # before the clock starts
+            self.sent += 1
             await asyncio.to_thread(self.quiet.wait)
             meter = host.CpuMeter(self.pids)
             self.heart.reset()
@@ -497,13 +501,17 @@ def show(result: dict) -> None:
           f"thread(s), default limits (n_ctx {model['n_ctx']}, longest token "
           f"{model['max_token_bytes']} bytes); medians of {c['repeats']} requests\n")  # fmt: skip
     print("| request | bytes | longest loop hold ms (median / max) | loop held in gaps > 2 ms, "
-          "ms | latency ms | status | RSS after, MB |")  # fmt: skip
+          "ms | latency ms | status | RSS growth per request, MB |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|---:|")
     for r in result["rows"]:
         hold = f"{r['longest_ms_median']:.1f} / {r['longest_ms_max']:.1f}"
         cells = [
             *(r["label"], f"{r['request_bytes']:,}", hold, f"{r['held_ms_median']:.1f}"),
-            *(f"{r['latency_ms_median']:.0f}", r["status"], f"{r['rss_mb_after']:.0f}"),
+            *(
+                f"{r['latency_ms_median']:.0f}",
+                r["status"],
+                f"{max(0.0, r['rss_growth_mb_per_request']):.0f}",
+            ),
         ]
         print("| " + " | ".join(cells) + " |")
     disturbed = max(s["foreign_cpus"] for r in result["rows"] for s in r["samples"])
