@@ -94,3 +94,18 @@ async def test_tools_are_planned_once_in_a_worker_process(backend):
         refused = await client.post("/v1/chat", json=big)
     assert refused.status_code == 400
     assert error_of(refused)["extras"] == {"limit": "max_grammar_bytes", "value": 512 * 1024}
+
+
+async def test_plans_of_very_large_schemas_are_not_remembered(backend):
+    app = build_app(backend, settings())
+    padding = "x" * (300 * 1024)  # an annotation: no grammar, but the plan would hold it
+    big = tool("get_weather", 1)
+    big["function"]["parameters"]["description"] = padding
+    small = tool("get_weather", 1)
+    async with api_client(app, lifespan=True) as client:
+        for body in (big, small):
+            request = chat_body(tools=[body], tool_choice="required", max_tokens=2)
+            response = await client.post("/v1/chat", json=request)
+            assert response.status_code in (200, 400), response.text
+    planner = app.state.runtime.planner
+    assert planner.made == 2 and len(planner._plans) == 1

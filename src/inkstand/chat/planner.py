@@ -26,6 +26,9 @@ from inkstand.errors import EngineError
 from inkstand.schemas.chat import ChatRequest
 
 CACHE_SIZE = 64
+# Plans of larger tools and formats (by their cache key's size) are not remembered: a plan
+# holds its request's schemas, and 64 of 10 MiB bodies' schemas would take gigabytes.
+MAX_REMEMBERED_BYTES = 256 * 1024
 
 
 class OutputPlanner:
@@ -62,6 +65,8 @@ class OutputPlanner:
             raise EngineError("The worker that plans tools and response formats failed.") from exc
 
     def _remember(self, key: bytes, plan: OutputPlan) -> None:
+        if len(key) > MAX_REMEMBERED_BYTES:
+            return
         self._plans[key] = plan
         while len(self._plans) > CACHE_SIZE:
             self._plans.popitem(last=False)
