@@ -120,20 +120,9 @@ def graph_data_body(seed: int) -> dict:
     return chat(messages=messages)
 
 
-def under_check_body(seed: int, chars: int) -> dict:
-    """One message of `chars` characters, just under the size checked before tokenizing
-    (n_ctx x the longest token's bytes): rendered and tokenized, then refused."""
+def prompt_body(seed: int, chars: int) -> dict:
+    """One user message of `chars` characters."""
     return chat(messages=[{"role": "user", "content": text_of(chars, seed)}])
-
-
-def full_context_body(seed: int, chars: int) -> dict:
-    """A prompt of `chars` characters, sized to nearly fill the context: the largest prompt
-    a one-token answer still fits."""
-    return chat(messages=[{"role": "user", "content": text_of(chars, seed)}])
-
-
-def prompt_8mb_body(seed: int) -> dict:
-    return chat(messages=[{"role": "user", "content": text_of(8_000_000, seed)}])
 
 
 def stops_body(seed: int) -> dict:
@@ -198,12 +187,8 @@ def arguments_body(seed: int) -> dict:
 
 
 def post(port: int, body: dict) -> bytes:
-    payload = json.dumps(body, separators=(",", ":"))
-    payload = payload.replace(f'"{SMALL_VALUES}"', small_values())
-    return post_bytes(port, payload.encode())
-
-
-def post_bytes(port: int, payload: bytes) -> bytes:
+    text = json.dumps(body, separators=(",", ":"))
+    payload = text.replace(f'"{SMALL_VALUES}"', small_values()).encode()
     head = (
         f"POST /v1/chat HTTP/1.1\r\nhost: {HOST}:{port}\r\nauthorization: Bearer {KEY}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
@@ -323,14 +308,14 @@ def kinds(model: Model) -> list[Kind]:
         ),
         chat_kind(
             f"prompt filling the context, {filling:,} chars (1 token)",
-            lambda seed: full_context_body(seed, filling),
+            lambda seed: prompt_body(seed, filling),
             repeats=1,  # its prefill takes the engine ~30 s on one thread
         ),
         chat_kind(
             f"prompt just under the size check, {checked - 512:,} chars",
-            lambda seed: under_check_body(seed, checked - 512),
+            lambda seed: prompt_body(seed, checked - 512),  # rendered, tokenized, refused
         ),
-        chat_kind("8 MB prompt", prompt_8mb_body),
+        chat_kind("8 MB prompt", lambda seed: prompt_body(seed, 8_000_000)),
         chat_kind("100,000 stops", stops_body),
         chat_kind("128 tools, first time", tools_body),
         chat_kind("128 tools, remembered", lambda seed: tools_body(0)),

@@ -34,7 +34,9 @@ Keeping it stable on a shared 2-core machine whose speed drifts:
 - other processes (another test session, a benchmark) take the second core the planner's
   worker needs: each run waits for them to go quiet (`QUIET_BUDGET_S` in all), and a run
   during which they used more than `FOREIGN_LIMIT` CPUs is done again, up to `ATTEMPTS`
-  times. A failure names how busy they kept the machine.
+  times. If one still is, the comparison is inconclusive (a disturbed baseline would make
+  passing easy, a disturbed attacked run failing) and the test skips, saying how busy the
+  machine was.
 """
 
 from __future__ import annotations
@@ -334,6 +336,8 @@ def test_stream_keeps_its_pace_while_heavy_requests_arrive(paced_server):
     baseline, attacked = p99(pooled["baseline"]), p99(pooled["attacked"])
     report = "\n".join(run.describe() for run in runs)
     print(f"{report}\nattacked / baseline p99: {attacked / baseline:.2f}")  # shown with -s
+    if any(run.foreign_cpus > FOREIGN_LIMIT for run in runs):
+        pytest.skip(f"inconclusive: other processes kept the CPUs busy during a run\n{report}")
     assert attacked <= RATIO * baseline, (
         f"inter-token p99 {attacked:.1f} ms under attack vs {baseline:.1f} ms "
         f"(x{attacked / baseline:.2f}, limit x{RATIO}):\n{report}"
