@@ -39,6 +39,7 @@ from pathlib import Path
 
 import host
 import httpx
+import report
 from clients import stream_writer
 from servers import HOST, Server, free_port, serving
 from stats import Sample, Summary, TooSlowError
@@ -46,7 +47,6 @@ from stats import Sample, Summary, TooSlowError
 from inkstand.config import load_settings
 
 INKSTAND = str(Path(sys.executable).with_name("inkstand"))
-RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Write a long essay about the history of printing."}]
 STREAM_FLOOR = 0.97
 BURST_FLOOR = 1000.0
@@ -222,10 +222,7 @@ def main() -> int:
         },
     }
     show(result)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"gateway-{result['time'].replace(':', '')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nsaved {path}", file=sys.stderr)
+    report.save(result, "gateway-")
     return 0
 
 

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import host
+import report
 import uvicorn
 import uvloop
 
@@ -50,7 +51,6 @@ from inkstand.app import create_app
 from inkstand.config import Settings, default_models
 from inkstand.store import open_store
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HOST = "127.0.0.1"
 KEY = "bench-loop-hold"
 MODEL = "palmyra-x5"
@@ -521,10 +521,7 @@ def main() -> int:
         "config": vars(args),
     } | measured
     show(result)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"loop_hold-{result['time'].replace(':', '')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nsaved {path}", file=sys.stderr)
+    report.save(result, "loop_hold-")
     return 0
 
 

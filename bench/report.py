@@ -84,9 +84,10 @@ def show(result: dict) -> None:
         print(f"WARNING: other processes used CPU during some samples (max CPUs): {disturbed}")
 
 
-def save(result: dict) -> Path:
+def save(result: dict, prefix: str = "") -> Path:
+    """Write `result` to bench/results/<prefix><its UTC time>.json."""
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{result['time'].replace('-', '').replace(':', '')}.json"
+    out = RESULTS / f"{prefix}{result['time'].replace('-', '').replace(':', '')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out.relative_to(RESULTS.parent.parent)}")
     return out
