@@ -88,30 +88,44 @@ def ignored_body(seed: int) -> dict:
     return chat(padding=text_of(DEFAULTS.max_body_bytes - 4096, seed))
 
 
-SMALL_VALUES = "@small-values@"  # stands for `small_values()` in a body until it is sent
+# Placeholders for `small_values(...)` in a body until it is sent (json.dumps of millions of
+# dicts would take longer than the run): as many as fill the body, or as many as
+# `max_json_values` allows in a small chat (`{"a":[]}` counts 3: `:`, `[`, `,`).
+SMALL_VALUES = "@small-values@"
+VALUES_AT_CAP = "@values-at-cap@"
+PLACEHOLDERS = {
+    SMALL_VALUES: (DEFAULTS.max_body_bytes - 4096) // 9,
+    VALUES_AT_CAP: (DEFAULTS.max_json_values - 500) // 3,
+}
 
 
-def small_values() -> str:
-    """A JSON array of tiny objects that fills the body: the most values per byte."""
-    return "[" + ",".join(['{"a":[]}'] * ((DEFAULTS.max_body_bytes - 4096) // 9)) + "]"
+def small_values(count: int) -> str:
+    """A JSON array of `count` tiny objects: the most values per byte."""
+    return "[" + ",".join(['{"a":[]}'] * count) + "]"
 
 
-def ignored_values_body(seed: int) -> dict:
-    """A small chat with a key the server ignores holding `small_values()`."""
-    return chat(padding=SMALL_VALUES)
+def ignored_values_body(seed: int, values: str = SMALL_VALUES) -> dict:
+    """A small chat with a key the server ignores holding small values."""
+    return chat(padding=values)
 
 
-def schema_default_body(seed: int) -> dict:
-    """One tool whose schema's `default` (an annotation: no grammar) holds `small_values()`."""
+def schema_default_body(seed: int, values: str = SMALL_VALUES) -> dict:
+    """One tool whose schema's `default` (an annotation: no grammar) holds small values."""
     body = tools_body(seed)
     body["tools"] = body["tools"][:1]
-    body["tools"][0]["function"]["parameters"]["default"] = SMALL_VALUES
+    body["tools"][0]["function"]["parameters"]["default"] = values
     return body
 
 
+def format_default_body(seed: int, values: str = SMALL_VALUES) -> dict:
+    """A JSON response format whose schema's `default` holds small values."""
+    schema = {"type": "object", "properties": MODERATE, "default": values, "title": str(seed)}
+    return chat(response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+
+
 def graph_data_body(seed: int) -> dict:
-    """A replayed assistant message whose `graph_data` (kept as any JSON) holds
-    `small_values()`."""
+    """A replayed assistant message whose `graph_data` (Writer's, ignored on input) holds
+    small values."""
     messages = [
         {"role": "user", "content": "What do the files say?"},
         {"role": "assistant", "content": "They say hello.", "graph_data": SMALL_VALUES},
@@ -188,7 +202,9 @@ def arguments_body(seed: int) -> dict:
 
 def post(port: int, body: dict) -> bytes:
     text = json.dumps(body, separators=(",", ":"))
-    payload = text.replace(f'"{SMALL_VALUES}"', small_values()).encode()
+    for placeholder, count in PLACEHOLDERS.items():
+        text = text.replace(f'"{placeholder}"', small_values(count))
+    payload = text.encode()
     head = (
         f"POST /v1/chat HTTP/1.1\r\nhost: {HOST}:{port}\r\nauthorization: Bearer {KEY}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
@@ -301,10 +317,18 @@ def kinds(model: Model) -> list[Kind]:
         chat_kind("10 MiB body: a string in a key the server ignores", ignored_body),
         chat_kind("10 MiB body: small values in a key the server ignores", ignored_values_body),
         chat_kind("10 MiB body: small values in a message's graph_data", graph_data_body),
+        chat_kind("10 MiB body: small values in a tool schema's `default`", schema_default_body),
         chat_kind(
-            "10 MiB body: small values in a tool schema's `default`",
-            schema_default_body,
-            repeats=2,  # each plan is remembered: ~300 MB more in this process
+            "values at the cap in a key the server ignores",
+            lambda seed: ignored_values_body(seed, VALUES_AT_CAP),
+        ),
+        chat_kind(
+            "values at the cap in a tool schema's `default`",
+            lambda seed: schema_default_body(seed, VALUES_AT_CAP),
+        ),
+        chat_kind(
+            "values at the cap in a response format's schema",
+            lambda seed: format_default_body(seed, VALUES_AT_CAP),
         ),
         chat_kind(
             f"prompt filling the context, {filling:,} chars (1 token)",

@@ -69,6 +69,7 @@ class Settings:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
     step_tokens: int = 128  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
     max_request_line_bytes: int = 8 * 1024  # the request line's target (path and query)
     max_header_bytes: int = 64 * 1024  # all header names and values of a request together
     max_headers: int = 100  # header fields in one request

@@ -4,6 +4,7 @@ the work it bounds is done; tools are planned once, in the planner's worker proc
 import pytest
 
 from inkstand.backends.fake import FakeBackend
+from inkstand.chat import service
 
 from .conftest import api_client, build_app, chat_body, settings
 from .test_gateway import error_of
@@ -48,13 +49,24 @@ async def refusal(backend, body: dict, path: str = "/v1/chat", **overrides) -> d
         (chat_body(stop="x" * 9), "max_stop_chars", 8),
         (chat_body(tools=[tool("a", 20, 1000)], tool_choice="required"), "max_grammar_bytes", 4096),
         (chat_body(tools=[tool("a", 40)], tool_choice="required"), "max_grammar_rules", 30),
+        (chat_body(ignored=[{"a": []}] * 600), "max_json_values", 1000),
+        (chat_body(tools=[tool("a", 400)]), "max_json_values", 1000),
     ],
-    ids=["tools", "stops", "stop-chars", "grammar-bytes", "grammar-rules"],
+    ids=["tools", "stops", "stop-chars", "grammar-bytes", "grammar-rules", "values", "schema"],
 )
 async def test_each_cap_is_a_400_naming_it(backend, body, limit, value):
     error = await refusal(backend, body, **{limit: value})
     assert error["extras"] == {"limit": limit, "value": value}
     assert f"`{limit}`" in error["description"]
+
+
+async def test_text_full_of_commas_and_brackets_is_not_counted_as_values(backend):
+    body = chat_body(messages=[{"role": "user", "content": "[a, b: c], " * 2000}])
+    app = build_app(backend, settings(max_json_values=100, max_body_bytes=1 << 20))
+    async with api_client(app, lifespan=True) as client:
+        response = await client.post("/v1/chat", json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["key"] == "fail.badRequest.contextLengthExceeded"  # not the cap
 
 
 async def test_completions_cap_stop_sequences_too(backend):
@@ -77,6 +89,43 @@ async def test_a_prompt_too_long_for_the_context_is_refused_before_tokenizing(ba
     assert backend.tokenized < len(text)  # the turn tail's probe, never the prompt
 
 
+def with_long_text(where: str, text: str) -> dict:
+    if where == "arguments":
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": text}}
+        return chat_body(
+            messages=[
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"},
+            ]
+        )
+    function = {"name": "f", "parameters": {"type": "object", "properties": {}}}
+    if where == "description":
+        function["description"] = text
+    else:
+        function["parameters"]["properties"]["p"] = {"type": "string", "description": text}
+    return chat_body(tools=[{"type": "function", "function": function}])
+
+
+@pytest.mark.parametrize("where", ["arguments", "description", "schema"])
+async def test_long_text_anywhere_in_the_prompt_is_refused_before_rendering(
+    backend, where, monkeypatch
+):
+    text = "x" * (512 * 12 + 1)
+    rendered = []
+    render = service.render_prompt
+    monkeypatch.setattr(
+        service, "render_prompt", lambda *a, **k: rendered.append(1) or render(*a, **k)
+    )
+    app = build_app(backend, settings(planner_processes=0))
+    async with api_client(app, lifespan=True) as client:
+        response = await client.post("/v1/chat", json=with_long_text(where, text))
+    assert response.status_code == 400, response.text
+    assert error_of(response)["key"] == "fail.badRequest.contextLengthExceeded"
+    assert app.state.runtime.planner.made == 0 and not rendered
+    assert backend.tokenized < len(text)
+
+
 async def test_tools_are_planned_once_in_a_worker_process(backend):
     app = build_app(backend, settings(planner_processes=1))
     body = chat_body(tools=[tool("get_weather", 3)], tool_choice="required", max_tokens=4)
@@ -96,7 +145,8 @@ async def test_tools_are_planned_once_in_a_worker_process(backend):
     assert error_of(refused)["extras"] == {"limit": "max_grammar_bytes", "value": 512 * 1024}
 
 
-async def test_plans_of_very_large_schemas_are_not_remembered(backend):
+async def test_plans_of_very_large_schemas_are_not_remembered():
+    backend = CountingBackend("Hello world", n_ctx=32768, n_seq_max=4)  # room for the padding
     app = build_app(backend, settings())
     padding = "x" * (300 * 1024)  # an annotation: no grammar, but the plan would hold it
     big = tool("get_weather", 1)

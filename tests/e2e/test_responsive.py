@@ -14,15 +14,16 @@ How: a dedicated server (one llama.cpp thread, two slots) streams a greedy essay
 the gaps between them. In an attacked run a client thread sends, at fixed points of the
 stream (counted in frames, so the machine's speed does not move them), prebuilt requests
 over raw sockets: the grammar attack (20 tools of 20 strings of `maxLength` 1000, a 23 KB
-body) twelve times, 100,000 `stop` strings once and an 8 MB prompt once. Each must be
-refused with a 400 in Writer's envelope naming its limit before the stream ends. The
+body) twelve times, 100,000 `stop` strings once (refused by `max_json_values` before
+they are parsed) and an 8 MB prompt once. Each must be refused with a 400 in Writer's
+envelope naming its limit before the stream ends. The
 attacked p99 must be within `RATIO` of the baseline p99.
 
 Why those counts: p99 over the ~1,800 gaps of two runs ignores the 18 largest. The grammar
 attack costs the loop nothing now (it is planned in a worker process), so sending it 24
-times makes a stall per request blow p99. The two big bodies are sent once a run: parsing
-their JSON (1 MB of stop strings, 8 MB of text) is work the loop cannot avoid (10-20 ms,
-one gap each), and four such gaps stay inside what p99 ignores.
+times makes a stall per request blow p99. The two big bodies are sent once a run: reading
+and parsing 8 MB of text, and counting the values of 1 MB of stop strings, is work the loop
+cannot avoid (2-10 ms, one gap each), and four such gaps stay inside what p99 ignores.
 
 Keeping it stable on a shared 2-core machine whose speed drifts:
 - every run is the same work: a first (unmeasured) attacked run fills the prefix cache and
@@ -111,7 +112,7 @@ def names_context(error: dict) -> None:
 
 
 GRAMMAR = (grammar_attack, names_limit("max_grammar_bytes"))
-STOPS = (stops_attack, names_limit("max_stops"))
+STOPS = (stops_attack, names_limit("max_json_values"))
 PROMPT = (prompt_attack, names_context)
 # In the order they arrive, spread evenly over the stream (one every ~60 tokens).
 ATTACKS = (*[GRAMMAR] * 4, STOPS, *[GRAMMAR] * 4, PROMPT, *[GRAMMAR] * 4)

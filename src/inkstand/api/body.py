@@ -1,4 +1,5 @@
-"""Read a JSON request body within the size limit and validate it into a wire model."""
+"""Read a JSON request body within its limits (bytes, JSON values) and validate it into a
+wire model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from inkstand.api.errors import from_validation
+from inkstand.config import Settings
 from inkstand.errors import BadRequestError, PayloadTooLargeError
+from inkstand.jsonvalues import json_values_over
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -31,11 +34,22 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
 
 
-async def read_model(request: Request, model: type[Model], limit: int) -> Model:
-    raw = await read_body(request, limit)
+async def read_model(request: Request, model: type[Model], settings: Settings) -> Model:
+    raw = await read_body(request, settings.max_body_bytes)
     if not raw.strip():
         raise BadRequestError("The request body is empty; send a JSON object.")
+    _check_values(raw, settings.max_json_values)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise from_validation(exc) from exc
+
+
+def _check_values(raw: bytes, limit: int) -> None:
+    count = json_values_over(raw, limit)
+    if count is not None:
+        raise BadRequestError(
+            f"The request body holds more than {limit} JSON values and keys (`max_json_values`; "
+            f"about {count} counted); send fewer messages, tools or schema entries.",
+            extras={"limit": "max_json_values", "value": limit},
+        )

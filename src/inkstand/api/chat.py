@@ -13,7 +13,7 @@ from inkstand.schemas.chat import ChatRequest
 
 async def chat(request: Request):
     service: ChatService = request.app.state.runtime.chat_service()
-    body = await read_model(request, ChatRequest, request.app.state.settings.max_body_bytes)
+    body = await read_model(request, ChatRequest, request.app.state.settings)
     request.state.model = body.model
     admission(request).authorize(body.model)
     plan = await service.plan(body, scope=cache_scope(request))

@@ -13,7 +13,7 @@ from inkstand.schemas.completions import CompletionsRequest
 
 async def completions(request: Request):
     service = request.app.state.runtime.completion_service()
-    body = await read_model(request, CompletionsRequest, request.app.state.settings.max_body_bytes)
+    body = await read_model(request, CompletionsRequest, request.app.state.settings)
     request.state.model = body.model
     admission(request).authorize(body.model)
     plan = await service.plan(body, scope=cache_scope(request))

@@ -28,9 +28,15 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from inkstand.chat.toolformat import Function, HermesFormat, ReplayedCall, tool_format
+from inkstand.chat.toolformat import (
+    Function,
+    HermesFormat,
+    ReplayedCall,
+    arguments_value,
+    tool_format,
+)
 from inkstand.errors import BadRequestError, ChatTemplateError
-from inkstand.schemas.chat import ChatMessage, TextFragment
+from inkstand.schemas.chat import ChatMessage, FunctionTool, TextFragment, Tool
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,24 @@ def message_text(message: ChatMessage) -> str:
     return "\n".join(f.text for f in message.content if isinstance(f, TextFragment))
 
 
+def caller_text_size(messages: list[ChatMessage], tools: list[Tool] | None) -> int:
+    """Characters of the caller's text a prompt will hold (the template adds its own):
+    contents, names, replayed calls and function definitions, counted before any of it is
+    rendered or parsed."""
+    size = 0
+    for message in messages:
+        size += len(message_text(message)) + len(message.name or "")
+        size += len(message.tool_call_id or "")
+        for call in message.tool_calls or ():
+            size += len(call.id) + len(call.function.name or "") + len(call.function.arguments)
+    for tool in tools or ():
+        if isinstance(tool, FunctionTool):
+            function = tool.function
+            size += len(function.name or "") + len(function.description or "")
+            size += len(json.dumps(function.parameters, ensure_ascii=False))
+    return size
+
+
 def template_message(message: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role, "content": message_text(message)}
     if message.name is not None:
@@ -156,20 +180,12 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
                 "type": "function",
                 "function": {
                     "name": call.function.name,
-                    "arguments": _arguments_value(call.function.arguments),
+                    "arguments": arguments_value(call.function.arguments),
                 },
             }
             for call in message.tool_calls
-        ]
+        ]  # as a mapping: templates written for Hugging Face's convention expect one
     return out
-
-
-def _arguments_value(arguments: str) -> Any:
-    # Templates written for Hugging Face's convention expect arguments as a mapping.
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
 
 
 def generic_messages(

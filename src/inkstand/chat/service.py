@@ -26,7 +26,7 @@ from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, us
 from inkstand.chat.grammar import GrammarLimits
 from inkstand.chat.output import OutputPlan
 from inkstand.chat.planner import OutputPlanner
-from inkstand.chat.prompt import Prompt, message_text, render_prompt
+from inkstand.chat.prompt import Prompt, caller_text_size, render_prompt
 from inkstand.chat.toolformat import tool_format
 from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import Event
@@ -100,7 +100,7 @@ class ChatService:
         reject_unsupported(request)
         served = self.catalog.resolve(request.model)
         info = served.engine.info
-        check_prompt_size(served, sum(len(message_text(m)) for m in request.messages))
+        check_prompt_size(served, caller_text_size(request.messages, request.tools))
         output = await self.planner.plan(request, tool_format(info.chat_template))
         if output.grammar is not None and not await asyncio.to_thread(
             served.engine.grammar_compiles, output.grammar

@@ -21,6 +21,7 @@ from typing import Any
 
 from inkstand.chat.grammar import GrammarBuilder, literal
 from inkstand.chat.toolparser import CLOSE, OPEN
+from inkstand.jsonvalues import json_values_over
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class HermesFormat:
         return "tool-calls"
 
 
+MAX_ARGUMENT_VALUES = 10_000
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -114,10 +116,19 @@ def _json_string_body(text: str) -> str:
 
 def _arguments_json(arguments: str) -> str:
     """Replayed arguments as JSON: as sent when they parse, else as a JSON string."""
+    return json.dumps(arguments_value(arguments), ensure_ascii=False)
+
+
+def arguments_value(arguments: str) -> Any:
+    """Replayed arguments parsed, or the string itself when they do not parse or hold more
+    than `MAX_ARGUMENT_VALUES` values (they are text in the body, which the body's value
+    limit does not see; parsing millions of them would hold the event loop for seconds)."""
+    if json_values_over(arguments.encode(), MAX_ARGUMENT_VALUES) is not None:
+        return arguments
     try:
-        return json.dumps(json.loads(arguments), ensure_ascii=False)
+        return json.loads(arguments)
     except ValueError:
-        return json.dumps(arguments, ensure_ascii=False)
+        return arguments
 
 
 def tool_format(template: str | None) -> HermesFormat:

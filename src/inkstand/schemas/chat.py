@@ -50,7 +50,6 @@ class ChatMessage(Lenient):
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[ToolCall] | None = None
-    graph_data: Any = None
     refusal: str | None = None
 
 
