@@ -19,11 +19,13 @@ serve: install
 	$(VENV)/bin/inkstand serve
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/mypy src bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/mypy src bench scripts
 
+# llama-server replicas serve the upstream tests; built once per machine (minutes), then cached.
 test: install lint
+	$(PY) scripts/llama_server.py >/dev/null
 	$(VENV)/bin/pytest
 
 bench: install

@@ -7,10 +7,10 @@
 Servers on the embedded SmolLM2-135M GGUF, all started at once, with the same threads and
 per-sequence context (see `start_targets` for their exact command lines):
 
-    inkstand      `inkstand serve`, default 16 slots             POST /v1/chat
-    inkstand@REV  the same, at git revision `--baseline REV`     POST /v1/chat
-    llama-server  built by llama_server.py, -np 16               POST /v1/chat/completions
-    llama_cpp     `python -m llama_cpp.server` (peers.py venv)   POST /v1/chat/completions
+    inkstand      `inkstand serve`, default 16 slots                  POST /v1/chat
+    inkstand@REV  the same, at git revision `--baseline REV`          POST /v1/chat
+    llama-server  built by scripts/llama_server.py, -np 16            POST /v1/chat/completions
+    llama_cpp     `python -m llama_cpp.server` (peers.py venv)        POST /v1/chat/completions
 
 `inkstand@REV` runs only with `--baseline` (baseline.py: REV's src/ exported to a temporary
 directory, served by the same venv); `--peers` picks which of the last two run (both by
@@ -56,6 +56,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# scripts/llama_server.py builds the llama-server peer; the tests use it too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import concurrency_report as report
 import host

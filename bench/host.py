@@ -80,6 +80,11 @@ class CpuMeter:
         return (own1 - own0) / _TICKS / (t1 - t0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a live process has used so far, in seconds."""
+    return _process_ticks(pid) / _TICKS
+
+
 def _process_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime

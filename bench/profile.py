@@ -25,6 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# scripts/llama_server.py builds the llama-server peer; the tests use it too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
 import load
 import uvloop
 from concurrency import Target, inkstand_spec, llama_server_spec

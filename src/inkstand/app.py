@@ -57,6 +57,7 @@ def create_app(
         else:
             runtime.load_in_background()
             settle_heap()
+        runtime.start_upstreams()
         pruning = asyncio.create_task(keep_pruned(usage, settings.usage_retention_days))
         try:
             yield
@@ -64,6 +65,7 @@ def create_app(
             pruning.cancel()
             with suppress(asyncio.CancelledError):
                 await pruning
+            await runtime.close_upstreams()
             runtime.close()
             store.close()  # the writer commits what is queued first
 

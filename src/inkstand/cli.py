@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-stop-chars", type=int, help="characters in one `stop` sequence (default 256)"
     )
+    serve.add_argument("--max-images", type=int, help="images per chat request (default 16)")
+    serve.add_argument(
+        "--max-image-bytes", type=int, help="one `data:` URI image, decoded (default 8 MiB)"
+    )
+    serve.add_argument(
+        "--max-json-values",
+        type=int,
+        help="JSON values and keys in one request body (default 50,000)",
+    )
     serve.add_argument(
         "--max-grammar-bytes",
         type=int,
@@ -124,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", help="server base URL (default $WRITER_BASE_URL or local)")
     chat.add_argument("--api-key", help="API key (default $WRITER_API_KEY)")
     chat.set_defaults(run=_chat)
+    status = commands.add_parser(
+        "status", help="a running server's models and upstream replicas, up or down"
+    )
+    status.add_argument("--url", help="server base URL (default $WRITER_BASE_URL or local)")
+    status.add_argument("--api-key", help="API key (default $WRITER_API_KEY)")
+    status.add_argument("--config", help="the server's TOML config, to show replicas' URLs")
+    status.set_defaults(run=_status)
     _admin_parsers(commands)
     return parser
 
@@ -211,6 +227,12 @@ def _chat(args: argparse.Namespace) -> int:
     return run_chatbot(
         system=args.system, model=args.model, base_url=args.url, api_key=args.api_key
     )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from inkstand.status import run_status
+
+    return run_status(base_url=args.url, api_key=args.api_key, config=args.config)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ the defaults below. The config file may also map Writer model ids to GGUF files:
     top_k = 40                    # server-side sampling defaults (0 turns either off)
     min_p = 0.05
     repeat_penalty = 1.1          # over the last 64 tokens; 1.0 turns it off
+    [models.palmyra-x5-fleet]     # or an OpenAI-compatible engine (vLLM, llama-server ...)
+    backend = "openai"
+    urls = ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"]
+    upstream_model = "Qwen/Qwen2.5-72B-Instruct"
     [aliases]
     palmyra-med = "palmyra-x5"    # serve a removed id instead of refusing it
 """
@@ -35,13 +39,32 @@ class ConfigError(InkstandError):
     """The settings or config file are wrong; raised before the server starts."""
 
 
+BACKENDS = ("llama_cpp", "openai")
+TOOL_MODES = ("native", "json_schema")
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """An OpenAI-compatible engine serving a model: its replicas and how to talk to them."""
+
+    urls: tuple[str, ...]  # base URLs, `/v1` included
+    model: str  # the model name the engine expects
+    api_key_env: str = ""  # a variable holding the engine's key
+    tools: str = ""  # "native", "json_schema", or "" (a probe decides)
+    vision: bool = False  # image parts pass through
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0  # seconds between bytes of an answer
+    max_in_flight: int = 64  # requests per replica; more wait in Inkstand's line
+    ca_file: str = ""  # a private CA for an HTTPS upstream
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A served Writer model id and the GGUF file behind it."""
+    """A served Writer model id and what serves it: a GGUF file, or an upstream engine."""
 
     id: str
     name: str
-    path: str
+    path: str  # "" for an upstream model
     ctx_size: int
     max_output_tokens: int
     # Server-side sampling knobs Writer's API does not expose (llama.cpp's and
@@ -53,6 +76,7 @@ class ModelSpec:
     repeat_penalty: float = 1.1
     # `/v1/completions` prompts are text; true reads control-token text in them as tokens.
     prompt_special_tokens: bool = False
+    upstream: UpstreamSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,8 @@ class Settings:
     max_tools: int = 128  # function tools in one chat request
     max_stops: int = 16  # `stop` sequences in one request
     max_stop_chars: int = 256  # characters in one `stop` sequence
+    max_images: int = 16  # image fragments in one chat request (vision upstreams only)
+    max_image_bytes: int = 8 * 1024 * 1024  # one image as a `data:` URI, decoded
     max_grammar_bytes: int = 512 * 1024  # GBNF text made from a request's JSON Schemas
     max_grammar_rules: int = 4096  # rules in that grammar
     planner_processes: int = 1  # worker processes for tools and response formats; 0: inline
@@ -223,25 +249,84 @@ def _from_file(path: str) -> tuple[dict, dict, dict]:
     return {k: _coerce(k, v) for k, v in data.items()}, models, aliases
 
 
+LOCAL_KEYS = {"path", "top_k", "min_p", "repeat_penalty", "prompt_special_tokens"}
+UPSTREAM_KEYS = {f.name for f in fields(UpstreamSpec)} - {"urls", "model"} | {
+    "urls",
+    "upstream_model",
+}
+COMMON_KEYS = {"backend", "name", "ctx_size", "max_output_tokens"}
+
+
 def _model_specs(models: dict, ctx_size: int) -> tuple[ModelSpec, ...]:
     if not models:
         return default_models(ctx_size)
-    specs = []
-    for model_id, entry in models.items():
-        path = entry.get("path") or find_embedded_model()
-        if not Path(path).is_file():
-            raise ConfigError(f"model `{model_id}`: GGUF file {path} does not exist")
-        specs.append(
-            ModelSpec(
-                id=model_id,
-                name=str(entry.get("name", model_id)),
-                path=str(path),
-                ctx_size=int(entry.get("ctx_size", ctx_size)),
-                max_output_tokens=int(entry.get("max_output_tokens", 4096)),
-                top_k=int(entry.get("top_k", 40)),
-                min_p=float(entry.get("min_p", 0.05)),
-                repeat_penalty=float(entry.get("repeat_penalty", 1.1)),
-                prompt_special_tokens=bool(entry.get("prompt_special_tokens", False)),
-            )
+    return tuple(_model_spec(model_id, entry, ctx_size) for model_id, entry in models.items())
+
+
+def _model_spec(model_id: str, entry: dict, ctx_size: int) -> ModelSpec:
+    backend = entry.get("backend", "llama_cpp")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"model `{model_id}`: unknown backend `{backend}` (one of {', '.join(BACKENDS)})"
         )
-    return tuple(specs)
+    allowed = COMMON_KEYS | (LOCAL_KEYS if backend == "llama_cpp" else UPSTREAM_KEYS)
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        other = "upstream" if backend == "llama_cpp" else "llama_cpp"
+        mine = [k for k in unknown if k in (UPSTREAM_KEYS | LOCAL_KEYS)]
+        hint = f" ({', '.join(mine)}: only for the {other} backend)" if mine else ""
+        raise ConfigError(f"model `{model_id}` has unknown keys: {', '.join(unknown)}{hint}")
+    name = str(entry.get("name", model_id))
+    context = int(entry.get("ctx_size", ctx_size))
+    max_output = int(entry.get("max_output_tokens", 4096))
+    if backend == "openai":
+        upstream = _upstream_spec(model_id, entry)
+        return ModelSpec(model_id, name, "", context, max_output, upstream=upstream)
+    path = entry.get("path") or find_embedded_model()
+    if not Path(path).is_file():
+        raise ConfigError(f"model `{model_id}`: GGUF file {path} does not exist")
+    return ModelSpec(
+        model_id,
+        name,
+        str(path),
+        context,
+        max_output,
+        top_k=int(entry.get("top_k", 40)),
+        min_p=float(entry.get("min_p", 0.05)),
+        repeat_penalty=float(entry.get("repeat_penalty", 1.1)),
+        prompt_special_tokens=bool(entry.get("prompt_special_tokens", False)),
+    )
+
+
+def _upstream_spec(model_id: str, entry: dict) -> UpstreamSpec:
+    urls = entry.get("urls")
+    if not urls or not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(
+            f"model `{model_id}`: `urls` must list the engine's base URLs, e.g. "
+            f'["http://gpu-1:8000/v1"]'
+        )
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise ConfigError(f"model `{model_id}`: not an http(s) URL: {bad[0]}")
+    tools = str(entry.get("tools", ""))
+    if tools not in ("", *TOOL_MODES):
+        raise ConfigError(
+            f"model `{model_id}`: `tools` is `{tools}`; one of {', '.join(TOOL_MODES)}"
+        )
+    ca_file = str(entry.get("ca_file", ""))
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"model `{model_id}`: `ca_file` {ca_file} does not exist")
+    spec = UpstreamSpec(
+        urls=tuple(u.rstrip("/") for u in urls),
+        model=str(entry.get("upstream_model", model_id)),
+        api_key_env=str(entry.get("api_key_env", "")),
+        tools=tools,
+        vision=bool(entry.get("vision", False)),
+        connect_timeout=float(entry.get("connect_timeout", 5.0)),
+        read_timeout=float(entry.get("read_timeout", 600.0)),
+        max_in_flight=int(entry.get("max_in_flight", 64)),
+        ca_file=ca_file,
+    )
+    if spec.max_in_flight < 1 or spec.connect_timeout <= 0 or spec.read_timeout <= 0:
+        raise ConfigError(f"model `{model_id}`: `max_in_flight` and the timeouts must be above 0")
+    return spec

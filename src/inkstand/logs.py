@@ -68,3 +68,5 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every upstream request at INFO; Inkstand logs what matters about them.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

@@ -1,5 +1,8 @@
 """What the server serves: engines loaded from the configured models, and the services on them.
 
+Upstream models (`backend = "openai"`) need no loading: their `UpstreamModel`s are made at
+once and probe their replicas from the server's event loop (`start_upstreams`).
+
 Models load on a worker thread after the server starts listening, so `/health` can say 503
 while they load; API calls made before then get a 503 with `Retry-After`. A model that failed
 to load answers 503 with `x-should-retry: false` and the reason (authenticated callers only;
@@ -14,7 +17,7 @@ from typing import cast
 
 from inkstand.backends.base import Backend
 from inkstand.backends.faults import Faults, FaultyBackend
-from inkstand.chat.catalog import Catalog, ServedModel
+from inkstand.chat.catalog import Catalog, Served, ServedModel, ServedUpstream
 from inkstand.chat.completions import CompletionService
 from inkstand.chat.grammar import GrammarLimits
 from inkstand.chat.planner import OutputPlanner
@@ -23,6 +26,7 @@ from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
 from inkstand.errors import ModelFailedError, OverloadedError
+from inkstand.upstream import UpstreamModel
 
 log = logging.getLogger("inkstand")
 
@@ -37,6 +41,12 @@ class Runtime:
         self._catalog: Catalog | None = None
         self._service: ChatService | None = None
         self._completions: CompletionService | None = None
+        replicas: dict = {}  # by URL: model ids on one engine share its replicas
+        self.upstreams = {
+            spec.id: UpstreamModel(spec, queue_timeout=settings.queue_timeout, known=replicas)
+            for spec in settings.models
+            if spec.upstream is not None
+        }
         self.planner = OutputPlanner(
             GrammarLimits(settings.max_grammar_bytes, settings.max_grammar_rules),
             processes=settings.planner_processes,
@@ -68,16 +78,22 @@ class Runtime:
         return {spec.id: self._state(spec, state) for spec in self.settings.models}
 
     def _state(self, spec: ModelSpec, state: str) -> str:
+        upstream = self.upstreams.get(spec.id)
+        if upstream is not None:
+            return "ready" if upstream.ready else "unavailable"
         engine = self.engines.get((spec.path, spec.ctx_size))
         return "failed" if engine is not None and not engine.healthy else state
 
     def install(self, engines: dict[tuple[str, int], Engine]) -> None:
         """Serve the given started engines (keyed by GGUF path and context size)."""
         self.engines = engines
-        served = {
-            spec.id: ServedModel(spec.id, spec, engines[(spec.path, spec.ctx_size)])
-            for spec in self.settings.models
-        }
+        served: dict[str, Served] = {}
+        for spec in self.settings.models:
+            upstream = self.upstreams.get(spec.id)
+            if upstream is not None:
+                served[spec.id] = ServedUpstream(spec.id, spec, upstream)
+            else:
+                served[spec.id] = ServedModel(spec.id, spec, engines[(spec.path, spec.ctx_size)])
         self._catalog = Catalog(served, dict(self.settings.aliases))
         settings = self.settings
         limits = RequestLimits(
@@ -86,6 +102,8 @@ class Runtime:
             settings.max_tools,
             settings.max_stops,
             settings.max_stop_chars,
+            settings.max_images,
+            settings.max_image_bytes,
         )
         self._service = ChatService(self._catalog, limits, self.planner)
         self._completions = CompletionService(self._catalog, limits)
@@ -101,7 +119,7 @@ class Runtime:
         try:
             for spec in self.settings.models:
                 key = (spec.path, spec.ctx_size)
-                if key not in engines:
+                if spec.upstream is None and key not in engines:
                     log.info("loading %s (context %d tokens)", spec.path, spec.ctx_size)
                     engines[key] = self._engine(spec)
                     engines[key].start()
@@ -125,6 +143,15 @@ class Runtime:
             backend = cast(Backend, FaultyBackend(backend, faults))
         config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
         return Engine(backend, name=spec.id, config=config, observer=self.observer)
+
+    def start_upstreams(self) -> None:
+        """Probe every upstream's replicas (on the running event loop)."""
+        for upstream in self.upstreams.values():
+            upstream.start()
+
+    async def close_upstreams(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
 
     def drain(self) -> None:
         """The server is stopping: end requests in flight with a 503 so clients retry."""

@@ -5,6 +5,12 @@ rambling answer (Writer's examples send no `max_tokens`) ends quickly, large eno
 request here. It uses one thread: with two, llama.cpp's busy-waiting workers slow down
 several-fold whenever anything else (the client, another test run) wants a core.
 
+Every test on the session server runs twice: on the embedded engine, and with the same
+model ids served by an upstream engine (two real llama-server replicas of the embedded
+model, `backend = "openai"`). Modules about the embedded engine itself (its metrics,
+its prefix cache, fault injection) or about what no engine changes (keys, the HTTP
+protocol, the CLI) are marked `embedded_only` and run once.
+
 A failing test gets the log of every server it used attached to its report, and a test fails
 if such a server logged a 500 or a traceback while it ran.
 """
@@ -18,7 +24,10 @@ import pytest
 import writerai
 
 from ..contract.openapi import writer_validators
+from ..support.llama_servers import replicas
 from .support import CTX_SIZE, KEY, Server, running_server
+
+ENGINES = ("embedded", "upstream")
 
 # A 5xx other than 503 (loading, shutting down), a traceback, or an unfinished response.
 SERVER_FAILURE = re.compile(
@@ -27,11 +36,51 @@ SERVER_FAILURE = re.compile(
 )
 
 
+@pytest.fixture(scope="session", params=ENGINES)
+def server(request, tmp_path_factory) -> Server:
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded":
+        flags = ("--ctx-size", str(CTX_SIZE), "--threads", "1")
+        with running_server(folder, *flags, key=KEY) as running:
+            yield running
+        return
+    with replicas(2, ctx_size=CTX_SIZE, slots=4, log_dir=folder) as engines:
+        config = folder / "upstream.toml"
+        config.write_text(upstream_config([engine.url for engine in engines]))
+        with running_server(folder, "--config", str(config), key=KEY) as running:
+            running.upstreams = engines
+            yield running
+
+
+def upstream_config(urls: list[str]) -> str:
+    """The default model ids, served by the llama-server replicas at `urls`."""
+    entries = []
+    for model_id, max_output in (("palmyra-x5", 8192), ("palmyra-x4", 4096)):
+        entries.append(
+            f'[models.{model_id}]\nbackend = "openai"\nurls = {urls!r}\n'
+            f'upstream_model = "smollm2"\nctx_size = {CTX_SIZE}\n'
+            f"max_output_tokens = {max_output}\n"
+        )
+    return "\n".join(entries).replace("'", '"')
+
+
+def pytest_collection_modifyitems(config, items):
+    """`embedded_only` tests run on the embedded engine only (deselected for the other)."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("server") if callspec else None
+        once = engine == "upstream" and item.get_closest_marker("embedded_only")
+        (dropped if once else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
-    folder = tmp_path_factory.mktemp("server")
-    with running_server(folder, "--ctx-size", str(CTX_SIZE), "--threads", "1", key=KEY) as running:
-        yield running
+def engine(server) -> str:
+    """Which kind of engine serves the session server's models: "embedded" or "upstream"."""
+    return "upstream" if server.upstreams else "embedded"
 
 
 @pytest.fixture(scope="session")

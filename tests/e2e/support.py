@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -69,6 +69,7 @@ class Server:
     data_dir: Path
     folder: Path
     process: subprocess.Popen
+    upstreams: list = field(default_factory=list)  # llama-server replicas behind it, if any
 
     @property
     def url(self) -> str:

@@ -35,7 +35,7 @@ from .support import (
     wait_until_idle,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 SHORT = greedy(max_tokens=2)
 

@@ -27,7 +27,7 @@ from .support import (
     wait_until_idle,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 SUBJECTS = [
     "bicycles", "coffee", "libraries", "volcanoes", "bees", "trains", "chess", "rivers",

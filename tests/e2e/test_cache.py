@@ -15,7 +15,7 @@ import writerai
 
 from .support import AHEAD_TOKENS, KEY, MODEL, greedy, running_server, scrape
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 SYSTEM = {"role": "system", "content": "You are a terse assistant for sailors."}
 QUESTIONS = ["What is a knot?", "And a fathom?", "How deep is the harbour?", "Thanks, goodbye."]

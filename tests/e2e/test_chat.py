@@ -78,7 +78,7 @@ def test_logprobs_absent_unless_asked(client):
 
 
 @pytest.mark.parametrize("as_list", [False, True], ids=["string", "list"])
-def test_stop_sequence_ends_the_answer_before_it(client, as_list):
+def test_stop_sequence_ends_the_answer_before_it(client, as_list, engine):
     full = chat(client, max_tokens=16).choices[0].message.content
     stop = stop_inside(full)
     response = chat(client, max_tokens=16, logprobs=True, stop=["zzqx", stop] if as_list else stop)
@@ -86,11 +86,16 @@ def test_stop_sequence_ends_the_answer_before_it(client, as_list):
     assert choice.finish_reason == "stop"
     assert choice.message.content == full[: full.find(stop)]
     tokens = "".join(e.token for e in choice.logprobs.content)
+    if engine == "upstream":  # llama-server's entries stop where its text does
+        assert tokens == choice.message.content and response.usage.completion_tokens < 16
+        return
     assert tokens.startswith(choice.message.content + stop)
     assert len(choice.logprobs.content) == response.usage.completion_tokens < 16
 
 
-def test_unmet_stop_sequence_changes_nothing(client):
+def test_unmet_stop_sequence_changes_nothing(client, engine):
+    if engine == "upstream":
+        pytest.skip("llama-server drops text held back for a stop sequence when max_tokens ends")
     full = chat(client, max_tokens=16).choices[0].message.content
     # The answer ends with the start of this stop, so that text is held back until the end.
     response = chat(client, max_tokens=16, stop=full.split()[-1] + "zz")

@@ -6,7 +6,7 @@ import pytest
 
 from .support import INKSTAND, KEY, clean_env, free_port, run_program
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 
 def chat(url: str, stdin: str, *flags: str):

@@ -17,7 +17,7 @@ import pytest
 
 from .support import MODEL, Server, admin, running_server, scrape, usage_report
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 EXPORT = re.compile(r"export WRITER_API_KEY=(\S+)")
 FLAGS = ("--ctx-size", "512", "--threads", "1")

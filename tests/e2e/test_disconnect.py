@@ -66,6 +66,7 @@ def test_timed_out_request_is_cancelled(narrow_server):
     narrow_server.wait_for_log(r"POST /v1/chat 499 ", since=start)
 
 
+@pytest.mark.embedded_only  # the engine's slots and metrics
 def test_closed_stream_frees_the_slot_of_every_choice(server):
     before = wait_until_idle(server)
     body = greedy(messages=ESSAY, max_tokens=900, n=4, stream=True)

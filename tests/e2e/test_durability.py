@@ -24,7 +24,7 @@ import writerai
 
 from .support import MODEL, TALKATIVE, create_key, running_server, usage_report
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 GENERATORS = 4
 REFUSED = 4

@@ -21,7 +21,7 @@ import pytest
 
 from .support import AUTH, KEY, Server, assert_envelope, greedy, running_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 TRACEBACK = "Traceback (most recent call last)"
 

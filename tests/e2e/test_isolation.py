@@ -20,7 +20,7 @@ from inkstand.schemas.chat import ChatMessage
 
 from .support import KEY, MODEL, running_server, scrape
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 OTHER_KEY = "e2e-other-tenant-key"
 STRANGER_KEY = "e2e-stranger-key"  # sends one request only, so it has no cache of its own

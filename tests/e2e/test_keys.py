@@ -13,7 +13,7 @@ import pytest
 
 from .support import MODEL, Server, running_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 EXPORT = re.compile(r"export WRITER_API_KEY=(\S+)")
 

@@ -16,7 +16,7 @@ import pytest
 
 from .support import ESSAY, KEY, Server, assert_envelope, greedy, running_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 LINE, HEADER_BYTES, HEADERS, CONNECTIONS = 256, 2048, 20, 6
 HEAD_TIMEOUT = 1  # seconds

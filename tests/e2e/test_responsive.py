@@ -57,7 +57,7 @@ import pytest
 
 from .support import AUTH, ESSAY, KEY, Server, assert_envelope, greedy, running_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 MAX_TOKENS = 900  # about 12 s a run; the prompt is 41 tokens of the 1024
 STREAM = greedy(messages=ESSAY, max_tokens=MAX_TOKENS, stream=True)

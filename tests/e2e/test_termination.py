@@ -16,7 +16,7 @@ import pytest
 
 from .support import AUTH, ESSAY, KEY, RUNNING, greedy, running_server, wait_for_metric
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 
 @pytest.fixture

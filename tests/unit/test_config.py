@@ -82,3 +82,59 @@ def test_usage_retention_from_flag_env_and_file(tmp_path):
     assert load_settings({"usage_retention_days": 7}, environ=env).usage_retention_days == 7
     with pytest.raises(ConfigError):
         load_settings({"usage_retention_days": -1}, environ={})
+
+
+UPSTREAM_ENTRY = """
+[models.palmyra-x5]
+backend = "openai"                 # "llama_cpp" (the default) or "openai"
+urls = ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"]   # one or more replicas
+upstream_model = "Qwen/Qwen2.5-72B-Instruct"  # the model name the engine expects
+api_key_env = "UPSTREAM_API_KEY"   # optional: a variable holding the engine's key
+ctx_size = 32768
+max_output_tokens = 8192
+"""
+
+
+def test_a_model_entry_may_name_an_upstream_beside_a_local_model(tmp_path):
+    config = tmp_path / "c.toml"
+    local = f'[models.local]\npath = "{find_embedded_model()}"\n'
+    config.write_text(UPSTREAM_ENTRY + "tools = 'json_schema'\nmax_in_flight = 8\n" + local)
+    settings = load_settings({"config": str(config)}, environ={})
+    fleet, local_model = settings.models
+    assert fleet.upstream is not None and local_model.upstream is None
+    assert fleet.upstream.urls == ("http://gpu-1:8000/v1", "http://gpu-2:8000/v1")
+    assert fleet.upstream.model == "Qwen/Qwen2.5-72B-Instruct"
+    assert fleet.upstream.api_key_env == "UPSTREAM_API_KEY"
+    assert (fleet.upstream.tools, fleet.upstream.max_in_flight) == ("json_schema", 8)
+    assert (fleet.ctx_size, fleet.max_output_tokens, fleet.path) == (32768, 8192, "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("colour = 'blue'\n", "colour"),
+        ("path = '/x.gguf'\n", "path"),  # a local key on an upstream entry
+        ("urls = []\n", "urls"),
+        ("tools = 'sometimes'\n", "tools"),
+        ("backend = 'tgi'\n", "backend"),
+        ("max_in_flight = 0\n", "max_in_flight"),
+    ],
+)
+def test_a_bad_model_entry_is_a_start_up_error_naming_the_key(tmp_path, extra, named):
+    config = tmp_path / "c.toml"
+    entry = UPSTREAM_ENTRY
+    if extra.startswith(("urls", "backend")):
+        key = extra.split(" ")[0]
+        entry = "\n".join(line for line in entry.splitlines() if not line.startswith(key)) + "\n"
+    config.write_text(entry + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"config": str(config)}, environ={})
+    assert named in caught.value.description
+
+
+def test_an_unknown_key_in_a_local_model_entry_is_refused_too(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[models.a]\npath = "{find_embedded_model()}"\nurls = ["http://x/v1"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"config": str(config)}, environ={})
+    assert "urls" in caught.value.description and "upstream" in caught.value.description

@@ -1,14 +1,19 @@
-"""Which Writer model ids this server answers to, and which engine serves each."""
+"""Which Writer model ids this server answers to, and what serves each: a local engine
+(`ServedModel`) or an upstream one (`ServedUpstream`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from inkstand.chat.prompt import turn_tail
 from inkstand.config import ModelSpec
 from inkstand.engine import Engine
 from inkstand.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from inkstand.upstream import UpstreamModel
 
 REMOVED_MODELS = {
     "palmyra-x-003-instruct": "Palmyra X 003 Instruct",
@@ -37,17 +42,27 @@ class ServedModel:
         return tuple(self.engine.tokenize(text, add_special=False, parse_special=True))
 
 
+@dataclass(frozen=True)
+class ServedUpstream:
+    id: str
+    spec: ModelSpec
+    upstream: UpstreamModel
+
+
+Served = ServedModel | ServedUpstream
+
+
 class Catalog:
     """Resolves a requested model id (or a configured alias) to a served model."""
 
-    def __init__(self, served: dict[str, ServedModel], aliases: dict[str, str]) -> None:
+    def __init__(self, served: dict[str, Served], aliases: dict[str, str]) -> None:
         self._served = served
         self._aliases = aliases
 
     def listing(self) -> list[dict[str, str]]:
         return [{"id": m.id, "name": m.spec.name} for m in self._served.values()]
 
-    def resolve(self, model_id: str) -> ServedModel:
+    def resolve(self, model_id: str) -> Served:
         target = self._aliases.get(model_id, model_id)
         served = self._served.get(target)
         if served is not None:

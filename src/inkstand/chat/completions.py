@@ -13,21 +13,27 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from inkstand.chat.catalog import Catalog, ServedModel
+from inkstand.chat.catalog import Catalog, Served, ServedUpstream
 from inkstand.chat.service import (
+    Job,
     PrimedStream,
     RequestLimits,
     Usage,
     check_choices,
     check_prompt_size,
     check_stops,
+    estimate_tokens,
+    fit_max_tokens,
+    open_job,
     resolve_max_tokens,
     sampling_params,
+    upstream_max_tokens,
 )
 from inkstand.engine import GenerationRequest, TokenEvent
-from inkstand.engine.types import Event
-from inkstand.errors import BadRequestError
+from inkstand.engine.types import Event, Finish
+from inkstand.errors import BadRequestError, UnsupportedFeatureError
 from inkstand.schemas.completions import CompletionsRequest
+from inkstand.upstream.translate import completion_job
 
 DEFAULT_MAX_TOKENS = 100  # Writer's text generation guide
 
@@ -35,8 +41,8 @@ DEFAULT_MAX_TOKENS = 100  # Writer's text generation guide
 @dataclass
 class CompletionPlan:
     request: CompletionsRequest
-    served: ServedModel
-    generation: GenerationRequest
+    served: Served
+    generation: Job
     usage: Usage = field(default_factory=Usage)
 
 
@@ -58,6 +64,8 @@ class CompletionService:
     async def plan(self, request: CompletionsRequest, *, scope: str = "") -> CompletionPlan:
         """Everything before generation; `scope` is whose prefix cache the request may use."""
         served = self.catalog.resolve(request.model)
+        if isinstance(served, ServedUpstream):
+            return await self._plan_upstream(request, served, scope)
         best_of = check_choices("best_of", request.best_of or 1, self.limits.max_n, served)
         if best_of > 1 and request.stream:
             raise BadRequestError(
@@ -87,9 +95,37 @@ class CompletionService:
         )
         return CompletionPlan(request, served, generation, Usage(prompt=len(tokens)))
 
+    async def _plan_upstream(
+        self, request: CompletionsRequest, served: ServedUpstream, scope: str
+    ) -> CompletionPlan:
+        upstream = served.spec.upstream
+        assert upstream is not None
+        if (request.best_of or 1) > 1:
+            raise UnsupportedFeatureError(
+                f"`best_of` is not available for `{request.model}`, which an upstream engine "
+                "serves; send one request per choice."
+            )
+        check_stops(request.stops, self.limits)
+        if not request.prompt:
+            raise BadRequestError("`prompt` is empty; send the text to continue.")
+        prompt = estimate_tokens(len(request.prompt))
+        max_tokens = upstream_max_tokens(request, served, prompt)
+        if request.max_tokens is None:
+            max_tokens = min(max_tokens, DEFAULT_MAX_TOKENS)
+        job = completion_job(request, model=upstream.model, max_tokens=max_tokens, scope=scope)
+        counted = await served.upstream.count_prompt(job)
+        if counted is not None:
+            prompt = counted
+            spec = served.spec
+            fitted = fit_max_tokens(
+                request, spec.ctx_size, spec.max_output_tokens, counted, DEFAULT_MAX_TOKENS
+            )
+            job = job.capped(fitted)
+        return CompletionPlan(request, served, job, Usage(prompt=prompt))
+
     async def complete(self, plan: CompletionPlan) -> dict:
         choices = [_Choice() for _ in range(plan.generation.n)]
-        async with plan.served.engine.stream(plan.generation) as events:
+        async with open_job(plan.served, plan.generation) as events:
             async for event in events:
                 _collect(choices[event.index], event, plan.usage)
         best = max(choices, key=_Choice.score) if len(choices) > 1 else choices[0]
@@ -102,7 +138,7 @@ def _collect(choice: _Choice, event: Event, usage: Usage) -> None:
         if event.token is not None:
             choice.logprob += event.token.logprob
             choice.tokens += 1
-    else:
+    elif isinstance(event, Finish):
         usage.count(event)
 
 
@@ -119,5 +155,5 @@ class CompletionStream(PrimedStream):
             if isinstance(event, TokenEvent):
                 if event.text:
                     yield {"value": event.text}
-            else:
+            elif isinstance(event, Finish):
                 self.plan.usage.count(event)

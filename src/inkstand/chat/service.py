@@ -2,6 +2,10 @@
 
 `plan()` does everything that can fail with a 4xx before any generation starts. A plan is
 then answered whole (`complete`) or as a primed stream of Writer chunks (`open_stream`).
+What every model shares (limits, tools and output plan, usage, chunks) is planned here; the
+rest goes by the model's kind: a local model's prompt is rendered and tokenized for its
+engine (`GenerationRequest`), an upstream model gets an OpenAI request (`UpstreamJob`,
+`upstream/`). Both kinds answer with the same events.
 
 Planning is bounded before it is done: counts and sizes (messages, tools, stop sequences,
 prompt characters against the context) are checked first, at O(1) or O(messages) cost; the
@@ -16,22 +20,31 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
-from inkstand.chat.catalog import Catalog, ServedModel
-from inkstand.chat.chunks import ChoiceResult, ChunkFactory, completion_body, usage_body
+from inkstand.chat.catalog import Catalog, Served, ServedModel, ServedUpstream
+from inkstand.chat.chunks import (
+    ChoiceResult,
+    ChunkFactory,
+    completion_body,
+    tool_call_body,
+    usage_body,
+)
 from inkstand.chat.grammar import GrammarLimits
 from inkstand.chat.output import OutputPlan
 from inkstand.chat.planner import OutputPlanner
 from inkstand.chat.prompt import Prompt, caller_text_size, render_prompt
-from inkstand.chat.toolformat import tool_format
-from inkstand.engine import EngineStream, Finish, GenerationRequest, SamplingParams, TokenEvent
-from inkstand.engine.types import Event
+from inkstand.chat.toolformat import HermesFormat, tool_format
+from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
 from inkstand.schemas.chat import ChatRequest, ImageFragment
+from inkstand.upstream.translate import UpstreamJob, chat_job
+
+Job = GenerationRequest | UpstreamJob
 
 
 @dataclass
@@ -55,13 +68,31 @@ class Usage:
 @dataclass
 class ChatPlan:
     request: ChatRequest
-    served: ServedModel
-    generation: GenerationRequest
+    served: Served
+    generation: Job  # `max_tokens` and `n` for either kind
     n: int
     output: OutputPlan
     response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
+
+    def open(self) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+        return open_job(self.served, self.generation)
+
+
+def open_job(served: Served, job: Job) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+    """The events of `job` from the model's engine, local or upstream."""
+    if isinstance(job, UpstreamJob):
+        assert isinstance(served, ServedUpstream)
+        return served.upstream.open(job)
+    assert isinstance(served, ServedModel)
+    return served.engine.stream(job)
+
+
+def estimate_tokens(chars: int, messages: int = 1) -> int:
+    """A prompt's tokens guessed from its characters (about four a token in English), for
+    rate limits before an upstream engine reports the real count."""
+    return chars // 4 + 8 * messages
 
 
 @dataclass(frozen=True)
@@ -73,6 +104,8 @@ class RequestLimits:
     max_tools: int = 128
     max_stops: int = 16
     max_stop_chars: int = 256
+    max_images: int = 16
+    max_image_bytes: int = 8 * 1024 * 1024
 
 
 def over_limit(what: str, limit: str, value: int) -> BadRequestError:
@@ -97,8 +130,10 @@ class ChatService:
     async def plan(self, request: ChatRequest, *, scope: str = "") -> ChatPlan:
         """Everything before generation; `scope` is whose prefix cache the request may use."""
         self._check_counts(request)
-        reject_unsupported(request)
         served = self.catalog.resolve(request.model)
+        if isinstance(served, ServedUpstream):
+            return await self._plan_upstream(request, served, scope)
+        reject_unsupported(request)
         info = served.engine.info
         check_prompt_size(served, caller_text_size(request.messages, request.tools))
         output = await self.planner.plan(request, tool_format(info.chat_template))
@@ -134,6 +169,43 @@ class ChatService:
         )
         return ChatPlan(request, served, generation, n, output, usage=Usage(prompt=len(tokens)))
 
+    async def _plan_upstream(
+        self, request: ChatRequest, served: ServedUpstream, scope: str
+    ) -> ChatPlan:
+        """An upstream model's plan: the same checks and output plan (tools and formats are
+        validated as for a local model), then the OpenAI request."""
+        upstream = served.spec.upstream
+        assert upstream is not None
+        if not upstream.vision:
+            reject_unsupported(request)
+        check_images(request, self.limits)
+        output = await self.planner.plan(request, HermesFormat())
+        n = request.n or 1
+        if n > self.limits.max_n:
+            raise over_limit(f"`n` is {n}", "max_n", self.limits.max_n)
+        size = caller_text_size(request.messages, request.tools)
+        prompt = estimate_tokens(size, len(request.messages))
+        max_tokens = upstream_max_tokens(request, served, prompt)
+        job = chat_job(
+            request,
+            output,
+            model=upstream.model,
+            max_tokens=max_tokens,
+            n=n,
+            scope=scope,
+            cap=request.max_tokens is not None,
+        )
+        counted = await served.upstream.count_prompt(job)
+        if counted is not None:  # the engine's own count: the context checked as locally
+            prompt = counted
+            spec = served.spec
+            job = job.capped(
+                fit_max_tokens(request, spec.ctx_size, spec.max_output_tokens, counted)
+            )
+        # The engine parses its own tool calls (`CallEvent`s): no text parsing here.
+        plan_shown = OutputPlan(tools=output.tools)
+        return ChatPlan(request, served, job, n, plan_shown, usage=Usage(prompt=prompt))
+
     def _check_counts(self, request: ChatRequest) -> None:
         limits = self.limits
         if len(request.messages) > limits.max_messages:
@@ -150,10 +222,9 @@ class ChatService:
 
     async def complete(self, plan: ChatPlan) -> dict:
         choices = [
-            ChoiceResult(i, tokens=[] if plan.generation.sampling.logprobs else None)
-            for i in range(plan.n)
+            ChoiceResult(i, tokens=[] if plan.request.logprobs else None) for i in range(plan.n)
         ]
-        async with plan.served.engine.stream(plan.generation) as events:
+        async with plan.open() as events:
             async for event in events:
                 _collect(choices[event.index], event, plan.usage)
         if plan.output.parse_calls:
@@ -176,8 +247,14 @@ def _collect(choice: ChoiceResult, event: Event, usage: Usage) -> None:
         choice.text += event.text
         if choice.tokens is not None and event.token is not None:
             choice.tokens.append(event.token)
-    elif isinstance(event, Finish):
-        choice.finish_reason = event.reason
+    elif isinstance(event, CallEvent):
+        calls = choice.tool_calls = choice.tool_calls or []
+        if event.id is not None:
+            calls.append(tool_call_body(len(calls), event.id, event.name or "", ""))
+        if calls:
+            calls[-1]["function"]["arguments"] += event.arguments
+    else:
+        choice.finish_reason = finish_reason(event.reason, bool(choice.tool_calls))
         usage.count(event)
 
 
@@ -188,18 +265,16 @@ class PrimedStream:
     still gets a real status instead of a 200 followed by an error frame.
     """
 
-    def __init__(self, served: ServedModel, generation: GenerationRequest) -> None:
+    def __init__(self, served: Served, job: Job) -> None:
         self._served = served
-        self._generation = generation
+        self._job = job
         self._stack = AsyncExitStack()
-        self._events: EngineStream | None = None
+        self._events: AsyncIterator[Event] | None = None
         self._first: Event | None = None
 
     async def prime(self) -> None:
         try:
-            self._events = await self._stack.enter_async_context(
-                self._served.engine.stream(self._generation)
-            )
+            self._events = await self._stack.enter_async_context(open_job(self._served, self._job))
             self._first = await anext(self._events)
         except BaseException:
             await self.aclose()
@@ -230,9 +305,17 @@ class ChatStream(PrimedStream):
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
         calls = [CallChunks(factory, i) if plan.output.parse_calls else None for i in range(plan.n)]
+        engine_calls = [0] * plan.n  # calls the engine parsed itself (upstreams)
         finished = 0
         async for event in self.events():
             tracker = calls[event.index]
+            if isinstance(event, CallEvent):
+                if event.id is not None:
+                    engine_calls[event.index] += 1
+                    yield factory.call_start(event.index, event.call, event.id, event.name or "")
+                if event.arguments:
+                    yield factory.call_arguments(event.index, event.call, event.arguments)
+                continue
             if isinstance(event, TokenEvent):
                 tokens = [event.token] if event.token is not None else None
                 if tracker is not None:
@@ -246,6 +329,7 @@ class ChatStream(PrimedStream):
                 for chunk in tracker.finish():
                     yield chunk
                 reason = finish_reason(reason, tracker.parser.calls > 0)
+            reason = finish_reason(reason, engine_calls[event.index] > 0)
             plan.usage.count(event)
             finished += 1
             last = finished == plan.n
@@ -325,6 +409,51 @@ class TokenBudget(Protocol):
     max_tokens: int | None
 
 
+def upstream_max_tokens(request: TokenBudget, served: ServedUpstream, prompt: int) -> int:
+    """`max_tokens` within the model's `max_output_tokens` (400 beyond it); without one, what
+    is reserved against the key's limits: what may fit after the estimated prompt."""
+    limit = served.spec.max_output_tokens
+    if request.max_tokens is not None:
+        if request.max_tokens > limit:
+            raise BadRequestError(
+                f"`max_tokens` is {request.max_tokens}, but `{request.model}` produces at most "
+                f"{limit} tokens (`max_output_tokens`).",
+                extras={"limit": "max_output_tokens", "value": limit},
+            )
+        return request.max_tokens
+    return max(1, min(limit, served.spec.ctx_size - prompt))
+
+
+def check_images(request: ChatRequest, limits: RequestLimits) -> None:
+    """Images for a vision engine: how many, what kind of address, how large a `data:` URI
+    is, all checked before anything is sent upstream."""
+    images = [
+        f.image_url.url
+        for m in request.messages
+        if isinstance(m.content, list)
+        for f in m.content
+        if isinstance(f, ImageFragment)
+    ]
+    if len(images) > limits.max_images:
+        raise over_limit(f"The request has {len(images)} images", "max_images", limits.max_images)
+    for url in images:
+        if url.startswith("data:"):
+            head, _, data = url.partition(",")
+            if not head.startswith("data:image/") or not data:
+                raise BadRequestError(
+                    "An `image_url` data URI must be `data:image/<type>;base64,<data>`."
+                )
+            size = len(data) * 3 // 4
+            if size > limits.max_image_bytes:
+                raise over_limit(
+                    f"An image is {size} bytes", "max_image_bytes", limits.max_image_bytes
+                )
+        elif not url.startswith(("https://", "http://")):
+            raise BadRequestError(
+                "An `image_url` must be an http(s) URL or a `data:image/...` URI."
+            )
+
+
 def reject_unsupported(request: ChatRequest) -> None:
     """400 for valid Writer input this server cannot honour, before any work starts.
 
@@ -343,8 +472,16 @@ def resolve_max_tokens(
     request: TokenBudget, served: ServedModel, prompt_len: int, default: int | None = None
 ) -> int:
     """`max_tokens` as asked, or as much as fits (at most `default`), within the model's caps."""
-    n_ctx = served.engine.info.n_ctx
-    limit = served.spec.max_output_tokens
+    return fit_max_tokens(
+        request, served.engine.info.n_ctx, served.spec.max_output_tokens, prompt_len, default
+    )
+
+
+def fit_max_tokens(
+    request: TokenBudget, n_ctx: int, limit: int, prompt_len: int, default: int | None = None
+) -> int:
+    """`max_tokens` as asked or as much as fits in `n_ctx` after the prompt (at most
+    `default`), within `limit` (`max_output_tokens`); 400s naming what does not fit."""
     if request.max_tokens is None:
         room = n_ctx - prompt_len
         if room < 1:

@@ -8,6 +8,7 @@ from typing import Literal
 from inkstand.backends.base import SamplingParams
 
 __all__ = [
+    "CallEvent",
     "Event",
     "Finish",
     "FinishReason",
@@ -57,6 +58,21 @@ class TokenEvent:
 
 
 @dataclass(frozen=True)
+class CallEvent:
+    """A fragment of a tool call from an engine that parses calls itself (an upstream).
+
+    The first fragment of a call carries its `id` and `name`; later ones only `arguments`
+    text. Local engines never send these: their calls are parsed from the text.
+    """
+
+    call: int  # which call of the choice, from 0
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+    index: int = 0  # which of the request's `n` choices
+
+
+@dataclass(frozen=True)
 class Finish:
     """The last event of each choice; a stream ends after `n` of them."""
 
@@ -67,4 +83,4 @@ class Finish:
     index: int = 0
 
 
-Event = TokenEvent | Finish
+Event = TokenEvent | CallEvent | Finish
