@@ -148,3 +148,32 @@ def test_cached_tokens_of_a_shared_engine_cache_are_not_told_to_keys(fleet):
     assert first["usage"]["prompt_tokens"] == again["usage"]["prompt_tokens"] > 0
     # llama-server reused the prefix, but its cache is every key's: nothing is reported.
     assert again["usage"]["prompt_token_details"]["cached_tokens"] == 0
+
+
+def test_a_replica_dying_mid_answer_ends_the_stream_with_one_error_frame(fleet):
+    server, engines, _ = fleet
+    essay = [{"role": "user", "content": "Write a very long essay about the history of rivers."}]
+    body = greedy(messages=essay, max_tokens=900, stream=True)
+    busy = [len(e.log()) for e in engines]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    try:
+        with (
+            httpx.Client(base_url=server.url, headers=headers, timeout=60) as http,
+            http.stream("POST", "/v1/chat", json=body) as response,
+        ):
+            lines = response.iter_lines()
+            data = [line for line in (next(lines) for _ in range(12)) if line.startswith("data:")]
+            assert data
+            serving = max(engines, key=lambda e: len(e.log()) - busy[engines.index(e)])
+            serving.kill()
+            rest = list(lines)
+        assert response.status_code == 200
+        errors = [i for i, line in enumerate(rest) if line == "event: error"]
+        assert len(errors) == 1, rest[-5:]
+        payload = json.loads(rest[errors[0] + 1].removeprefix("data: "))
+        assert_envelope(payload)
+        assert "127.0.0.1" not in rest[errors[0] + 1]
+    finally:
+        for engine in engines:
+            engine.start()
+    wait_for(lambda: all(r["up"] for r in replica_states(server)))

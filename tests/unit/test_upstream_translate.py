@@ -137,6 +137,7 @@ def test_log_probabilities_become_one_event_per_token():
 def test_each_of_n_choices_finishes_and_only_the_last_carries_the_completion_tokens():
     reader = ChunkReader(job_for(n=2))
     reader.feed({"choices": [{"index": 1, "delta": {"content": "b"}, "finish_reason": "length"}]})
+    reader.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     reader.feed({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
     first, second = reader.finish()
     assert (first.index, first.reason, first.completion_tokens) == (0, "stop", 0)
@@ -227,3 +228,10 @@ def test_images_within_the_limits_become_openai_image_parts():
     parts = openai_message(request.messages[0])["content"]
     assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
     assert parts[2]["image_url"] == {"url": "data:image/png;base64,iVBORw0KGgo="}
+
+
+def test_an_engine_that_ignores_n_is_an_error_not_fewer_choices():
+    reader = ChunkReader(job_for(n=3))
+    reader.feed({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]})
+    with pytest.raises(EngineError, match="`n`"):
+        reader.finish()
