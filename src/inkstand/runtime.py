@@ -27,6 +27,7 @@ from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
 from inkstand.errors import ModelFailedError, OverloadedError
 from inkstand.upstream import UpstreamModel
+from inkstand.upstream.replicas import Fleet
 
 log = logging.getLogger("inkstand")
 
@@ -41,9 +42,9 @@ class Runtime:
         self._catalog: Catalog | None = None
         self._service: ChatService | None = None
         self._completions: CompletionService | None = None
-        replicas: dict = {}  # by URL: model ids on one engine share its replicas
+        fleet = Fleet()  # model ids on one engine share its replicas
         self.upstreams = {
-            spec.id: UpstreamModel(spec, queue_timeout=settings.queue_timeout, known=replicas)
+            spec.id: UpstreamModel(spec, queue_timeout=settings.queue_timeout, fleet=fleet)
             for spec in settings.models
             if spec.upstream is not None
         }

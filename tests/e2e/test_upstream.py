@@ -32,6 +32,28 @@ def fleet(tmp_path_factory):
             yield server, engines, config
 
 
+# Conversations hash to replicas at random (the ports are): with 16, the chance that all
+# land on one of two replicas is 2 in 65,536.
+TOPICS = [
+    "cats",
+    "rain",
+    "jazz",
+    "maps",
+    "salt",
+    "owls",
+    "figs",
+    "moss",
+    "tea",
+    "ink",
+    "wool",
+    "clay",
+    "reef",
+    "kites",
+    "bees",
+    "dunes",
+]
+
+
 def ask(server, topic: str, **fields) -> httpx.Response:
     body = greedy(messages=[{"role": "user", "content": f"One word about {topic}."}], **fields)
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -59,7 +81,7 @@ def wait_for(condition, timeout: float = 20.0) -> None:
 def test_conversations_spread_over_both_replicas_and_stay_on_theirs(fleet):
     server, engines, _ = fleet
     before = [tasks(e) for e in engines]
-    for topic in ("cats", "rain", "jazz", "maps", "salt", "owls"):
+    for topic in TOPICS:
         assert ask(server, topic).status_code == 200
     grown = [tasks(e) - b for e, b in zip(engines, before, strict=True)]
     assert all(g > 0 for g in grown), grown
@@ -74,7 +96,7 @@ def test_a_killed_replica_fails_no_request_and_is_used_again_when_back(fleet):
     server, (first, second), _ = fleet
     first.kill()
     try:
-        for topic in ("cats", "rain", "jazz", "maps", "salt", "owls", "figs", "moss"):
+        for topic in TOPICS:
             response = ask(server, topic)
             assert response.status_code == 200, response.text
         assert [r["up"] for r in replica_states(server)] == [False, True]
@@ -82,7 +104,7 @@ def test_a_killed_replica_fails_no_request_and_is_used_again_when_back(fleet):
         first.start()
     wait_for(lambda: all(r["up"] for r in replica_states(server)))
     before = tasks(first)
-    for topic in ("cats", "rain", "jazz", "maps", "salt", "owls", "figs", "moss"):
+    for topic in TOPICS:
         assert ask(server, topic).status_code == 200
     assert tasks(first) > before
 

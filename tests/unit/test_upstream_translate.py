@@ -235,3 +235,14 @@ def test_an_engine_that_ignores_n_is_an_error_not_fewer_choices():
     reader.feed({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]})
     with pytest.raises(EngineError, match="`n`"):
         reader.finish()
+
+
+def test_every_turn_of_a_conversation_has_the_affinity_of_its_first():
+    turns = [{"role": "user", "content": "Hi"}]
+    keys = set()
+    for answer in ("Hello!", "Sure.", "Bye."):
+        keys.add(job_for(messages=list(turns)).affinity)
+        turns += [{"role": "assistant", "content": answer}, {"role": "user", "content": "More"}]
+    assert len(keys) == 1
+    other = job_for(messages=[{"role": "user", "content": "Another opening"}]).affinity
+    assert other not in keys

@@ -10,6 +10,7 @@ A stream is Writer's `{"value": ...}` events, the first one empty.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -121,6 +122,7 @@ class CompletionService:
                 request, spec.ctx_size, spec.max_output_tokens, counted, DEFAULT_MAX_TOKENS
             )
             job = job.capped(fitted)
+        job = dataclasses.replace(job, prompt_tokens=prompt)
         return CompletionPlan(request, served, job, Usage(prompt=prompt))
 
     async def complete(self, plan: CompletionPlan) -> dict:

@@ -17,6 +17,7 @@ thread (llama.cpp releases the GIL for both).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -202,6 +203,7 @@ class ChatService:
             job = job.capped(
                 fit_max_tokens(request, spec.ctx_size, spec.max_output_tokens, counted)
             )
+        job = dataclasses.replace(job, prompt_tokens=prompt)
         # The engine parses its own tool calls (`CallEvent`s): no text parsing here.
         plan_shown = OutputPlan(tools=output.tools)
         return ChatPlan(request, served, job, n, plan_shown, usage=Usage(prompt=prompt))

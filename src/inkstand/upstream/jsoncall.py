@@ -20,8 +20,9 @@ HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s
 
 
 class JsonCallReader:
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, names: tuple[str, ...] = ()) -> None:
         self.index = index
+        self.names = names  # the functions the call may name (empty: any)
         self.head = ""  # text before the arguments began
         self.started = False
         self.done = False
@@ -39,7 +40,7 @@ class JsonCallReader:
         if match is None:
             return []
         self.started = True
-        name = json.loads(match.group(1))
+        name = self._offered(json.loads(match.group(1)))
         rest = self.head[match.end() :]
         first = CallEvent(0, id=_call_id(), name=name, index=self.index)
         return [first, *self._arguments(rest)]
@@ -79,12 +80,24 @@ class JsonCallReader:
             value = json.loads(self.head)
         except ValueError:
             value = None
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            raise EngineError(
-                "The model's engine did not produce the tool call `tool_choice` requires."
-            )
-        arguments = json.dumps(value.get("arguments", {}), ensure_ascii=False)
-        return [CallEvent(0, arguments, id=_call_id(), name=value["name"], index=self.index)]
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("name"), str)
+            or not isinstance(value.get("arguments"), dict)
+        ):
+            raise _no_call()
+        arguments = json.dumps(value["arguments"], ensure_ascii=False)
+        name = self._offered(value["name"])
+        return [CallEvent(0, arguments, id=_call_id(), name=name, index=self.index)]
+
+    def _offered(self, name: str) -> str:
+        if self.names and name not in self.names:
+            raise _no_call()
+        return name
+
+
+def _no_call() -> EngineError:
+    return EngineError("The model's engine did not produce the tool call `tool_choice` requires.")
 
 
 def _call_id() -> str:

@@ -27,6 +27,7 @@ which every engine here enforces). A replica that comes back is probed again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ import httpx
 from inkstand.config import ModelSpec, UpstreamSpec
 from inkstand.engine.types import Event
 from inkstand.errors import EngineError, InkstandError
-from inkstand.upstream.replicas import Replica, ReplicaSet, choose
+from inkstand.upstream.replicas import Fleet, Replica, ReplicaSet, choose
 from inkstand.upstream.sse import data_payloads
 from inkstand.upstream.translate import ChunkReader, UpstreamJob, error_from_body
 
@@ -51,6 +52,7 @@ PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 2.0
 TOOLS_PROBE_TIMEOUT = 60.0
 PROBE_FUNCTION = "inkstand_probe"
+NATIVE_N = {"vllm", "sglang"}  # `/models` owners that answer `n` choices in one request
 
 
 class UpstreamModel:
@@ -59,14 +61,14 @@ class UpstreamModel:
         spec: ModelSpec,
         *,
         queue_timeout: float,
-        known: dict[str, Replica] | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
-        """`known`: replicas by URL, shared with the other upstream models."""
+        """`fleet`: the replicas by URL, shared with the other upstream models."""
         assert spec.upstream is not None
         self.spec = spec
         self.upstream: UpstreamSpec = spec.upstream
         self.replicas = ReplicaSet.of(
-            self.upstream.urls, self.upstream.max_in_flight, queue_timeout, known
+            self.upstream.urls, self.upstream.max_in_flight, queue_timeout, fleet
         )
         self._key = (
             os.environ.get(self.upstream.api_key_env, "") if self.upstream.api_key_env else ""
@@ -89,14 +91,51 @@ class UpstreamModel:
 
     @asynccontextmanager
     async def open(self, job: UpstreamJob) -> AsyncIterator[AsyncIterator[Event]]:
-        events = self._events(job)
+        events = self._events(job) if self._native_n(job) else self._fanned(job)
         try:
             yield events
         finally:
             await events.aclose()
 
+    def _native_n(self, job: UpstreamJob) -> bool:
+        """Whether the engine takes `n` itself: vLLM and SGLang do; llama-server caps it at
+        its slot count (a 400 beyond) and Ollama ignores it, so for them (and unknown
+        engines) a job's choices are one request each."""
+        engines = {r.engine for r in self.replicas.live}
+        return job.n == 1 or (bool(engines) and engines <= NATIVE_N)
+
+    async def _fanned(self, job: UpstreamJob) -> AsyncGenerator[Event, None]:
+        """The events of `job.n` one-choice requests, run together, as choices 0..n-1."""
+        single = job.single()
+        queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+
+        async def pump(index: int) -> None:
+            try:
+                async for event in self._events(single):
+                    await queue.put((index, event))
+                await queue.put((index, None))
+            except Exception as exc:  # handed to the reader, which raises it
+                await queue.put((index, exc))
+
+        tasks = [asyncio.create_task(pump(i)) for i in range(job.n)]
+        try:
+            finished = 0
+            while finished < job.n:
+                index, item = await queue.get()
+                if item is None:
+                    finished += 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield dataclasses.replace(item, index=index)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _events(self, job: UpstreamJob) -> AsyncGenerator[Event, None]:
         tried: set[Replica] = set()
+        dropped: set[Replica] = set()  # a reused connection closed under a request
         while True:
             replica = await self.replicas.acquire(job.affinity, tried)
             started = False
@@ -107,12 +146,18 @@ class UpstreamModel:
                 self.replicas.succeeded(replica)
                 return
             except _Retryable as exc:
-                self._failed(replica, exc.reason)
                 if started:
+                    self._failed(replica, exc.reason)
                     raise EngineError(
                         "The model's engine failed while answering; the answer is incomplete."
                     ) from exc
+                if exc.dropped and replica not in dropped:
+                    dropped.add(replica)  # once more on the same replica, a new connection
+                    continue
+                self._failed(replica, exc.reason)
                 tried.add(replica)
+            except InkstandError as exc:
+                raise self._scrubbed(exc) from None
             finally:
                 await self.replicas.release(replica)
 
@@ -139,7 +184,8 @@ class UpstreamModel:
                 for finish in reader.finish():
                     yield finish
         except httpx.TransportError as exc:  # refused, reset, timed out
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            dropped = isinstance(exc, httpx.RemoteProtocolError)
+            raise _Retryable(f"{type(exc).__name__}: {exc}", dropped=dropped) from exc
 
     async def _refused(self, response: httpx.Response) -> None:
         body_bytes = await response.aread()
@@ -246,12 +292,12 @@ class UpstreamModel:
     async def _probe_tools(self, replica: Replica) -> str:
         function = {
             "name": PROBE_FUNCTION,
-            "description": "Records that the user spoke.",
+            "description": "Never call this function.",
             "parameters": {"type": "object", "properties": {}},
         }
         body = {
             "model": self.upstream.model,
-            "messages": [{"role": "user", "content": "Say hello."}],
+            "messages": [{"role": "user", "content": "Do not call any tool. Say hello."}],
             "tools": [{"type": "function", "function": function}],
             "tool_choice": {"type": "function", "function": {"name": PROBE_FUNCTION}},
             "max_tokens": 32,
@@ -353,11 +399,14 @@ class UpstreamModel:
 
 
 class _Retryable(Exception):
-    """A failure another replica may not have: refused, reset, timed out, or a 5xx."""
+    """A failure another replica may not have: refused, reset, timed out, or a 5xx.
+    `dropped`: the server closed a kept-alive connection without answering (llama-server
+    was seen to, right after a stream), worth one more try on a fresh connection."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, dropped: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.dropped = dropped
 
 
 def _owner(response: httpx.Response) -> str:

@@ -46,11 +46,25 @@ class Replica:
 
 
 @dataclass
+class Fleet:
+    """Every replica by URL, shared by the model ids one engine serves (its state and its
+    requests in flight are the engine's), and the one wake-up for requests waiting on any."""
+
+    by_url: dict[str, Replica] = field(default_factory=dict)
+    _freed: asyncio.Condition | None = None
+
+    def freed(self) -> asyncio.Condition:
+        if self._freed is None:
+            self._freed = asyncio.Condition()
+        return self._freed
+
+
+@dataclass
 class ReplicaSet:
     replicas: list[Replica]
     max_in_flight: int
     queue_timeout: float
-    _freed: asyncio.Condition | None = field(default=None, init=False)
+    fleet: Fleet = field(default_factory=Fleet)
 
     @classmethod
     def of(
@@ -58,13 +72,12 @@ class ReplicaSet:
         urls: tuple[str, ...],
         max_in_flight: int,
         queue_timeout: float,
-        known: dict[str, Replica] | None = None,
+        fleet: Fleet | None = None,
     ) -> ReplicaSet:
-        """Replicas for `urls`; those in `known` (by URL) are shared: two model ids served by
-        one engine see the same replica, its state and its requests in flight."""
-        known = {} if known is None else known
-        replicas = [known.setdefault(url, Replica(url, i)) for i, url in enumerate(urls)]
-        return cls(replicas, max_in_flight, queue_timeout)
+        """Replicas for `urls`, shared through `fleet` with other model ids on them."""
+        fleet = fleet or Fleet()
+        replicas = [fleet.by_url.setdefault(url, Replica(url, i)) for i, url in enumerate(urls)]
+        return cls(replicas, max_in_flight, queue_timeout, fleet)
 
     @property
     def live(self) -> list[Replica]:
@@ -74,7 +87,7 @@ class ReplicaSet:
         """A replica for the request (its in-flight count taken); 503 when none is up or
         none frees up within `queue_timeout`."""
         deadline = time.monotonic() + self.queue_timeout
-        freed = self._condition()
+        freed = self.fleet.freed()
         async with freed:
             while True:
                 candidates = [r for r in self.live if r not in tried]
@@ -101,9 +114,9 @@ class ReplicaSet:
 
     async def release(self, replica: Replica) -> None:
         replica.in_flight -= 1
-        freed = self._condition()
+        freed = self.fleet.freed()
         async with freed:
-            freed.notify()
+            freed.notify_all()  # waiters for other replicas or model ids look again
 
     def succeeded(self, replica: Replica) -> None:
         replica.failures = 0
@@ -130,11 +143,6 @@ class ReplicaSet:
         if was_down:
             replica.tools_mode = replica.tokenizer = None  # it may be another engine now
         return was_down
-
-    def _condition(self) -> asyncio.Condition:
-        if self._freed is None:
-            self._freed = asyncio.Condition()
-        return self._freed
 
 
 def choose(candidates: list[Replica], affinity: bytes, max_in_flight: int) -> Replica | None:

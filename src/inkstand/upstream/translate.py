@@ -11,7 +11,7 @@ when asked) and `CallEvent`s (tool-call fragments, as the engine parsed them), r
 choice's finish reason, and emits the `Finish` events once the usage has arrived (it comes in
 the last chunk, after the finish reasons).
 
-Errors: `error_from_status` turns an engine's refusal into Writer's error, with the engine's
+Errors: `error_from_body` turns an engine's refusal into Writer's error, with the engine's
 reason but none of its URLs or keys.
 """
 
@@ -56,9 +56,17 @@ class UpstreamJob:
     logprobs: bool = False
     chat: bool = True
     scope: str = ""  # whose prefix cache (an API key's id; "" when all share one)
+    prompt_tokens: int = 0  # counted or estimated: the usage when the engine reports none
+    forced_names: tuple[str, ...] = ()  # the functions a forced call may name
     # A forced tool choice's body for an engine that does not enforce one natively: the
     # call as JSON content under a schema (`forced_call_body`). None: nothing forced.
     forced: dict[str, Any] | None = None
+
+    def single(self) -> UpstreamJob:
+        """One choice of this job (for an engine without `n`: one request per choice)."""
+        body = {k: v for k, v in self.body.items() if k != "n"}
+        forced = None if self.forced is None else {k: v for k, v in self.forced.items() if k != "n"}
+        return replace(self, body=body, forced=forced, n=1)
 
     def capped(self, max_tokens: int) -> UpstreamJob:
         """This job with `max_tokens` sent to the engine (in both bodies)."""
@@ -111,12 +119,14 @@ def chat_job(
     if response_format is not None:
         body["response_format"] = response_format
     forced = None
+    names: tuple[str, ...] = ()
     tools = output.tools
     if tools is not None and tools.functions:
         body["tools"] = [{"type": "function", "function": f.spec()} for f in tools.functions]
         body["tool_choice"] = _tool_choice(tools.forced)
         if tools.forced is not None:
             forced = forced_call_body(body, list(tools.functions), tools.forced)
+            names = tuple(f.name for f in tools.functions if tools.forced in ("required", f.name))
     return UpstreamJob(
         "/chat/completions",
         body,
@@ -126,6 +136,7 @@ def chat_job(
         logprobs=bool(request.logprobs),
         scope=scope,
         forced=forced,
+        forced_names=names,
     )
 
 
@@ -215,10 +226,14 @@ def _response_format(request: ChatRequest) -> dict[str, Any] | None:
 
 
 def _affinity(scope: str, messages: list[ChatMessage]) -> bytes:
-    """The conversation's identity for prefix affinity: its scope and first two messages
-    (the system prompt and the opening question stay the same turn after turn)."""
-    lead = "\0".join(message_text(m) for m in messages[:2])
-    return f"{scope}\0{lead}".encode()
+    """The conversation's identity for prefix affinity: its scope, its leading system
+    messages and its first user message, which stay the same turn after turn."""
+    lead: list[str] = []
+    for message in messages:
+        lead.append(message_text(message))
+        if message.role == "user":
+            break
+    return "\0".join([scope, *lead]).encode()
 
 
 def openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -332,7 +347,7 @@ class ChunkReader:
 
     def _json_call(self, index: int) -> JsonCallReader:
         if index not in self._json_calls:
-            self._json_calls[index] = JsonCallReader(index)
+            self._json_calls[index] = JsonCallReader(index, self.job.forced_names)
         return self._json_calls[index]
 
     def finish(self) -> list[Event]:
@@ -353,8 +368,8 @@ class ChunkReader:
                 if self.reasons.get(i) != "length":
                     events += self._json_call(i).finish()
         usage = self.usage or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        prompt = int(usage.get("prompt_tokens") or self.job.prompt_tokens)
+        completion = int(usage.get("completion_tokens") or sum(self._chunks.values()))
         details = usage.get("prompt_tokens_details") or {}
         cached = int(details.get("cached_tokens") or 0) if self.report_cache else 0
         counts = self._completion_tokens(completion)
