@@ -354,11 +354,11 @@ class ChunkReader:
         """Forced calls not yet read, then one `Finish` per choice, each with the prompt and
         cached tokens of the usage and its own completion tokens (the gateway adds them
         up)."""
-        missing = [i for i in range(self.job.n) if i not in self.reasons]
-        if self.job.n > 1 and len(missing) == self.job.n - 1:
+        answered = len(self.reasons)
+        if self.job.n > 1 and answered < self.job.n:
             failure = EngineError(
-                f"The model's engine answered 1 of the {self.job.n} choices asked: it does not "
-                "support `n`. Send one request per choice."
+                f"The model's engine answered {answered} of the {self.job.n} choices asked: "
+                "it does not support `n`. Send one request per choice."
             )
             failure.should_retry = False
             raise failure
