@@ -16,6 +16,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from inkstand.api import errors
+from inkstand.api import files as files_api
+from inkstand.api import graphs as graphs_api
 from inkstand.api.chat import chat
 from inkstand.api.completions import completions
 from inkstand.api.gateway import GatewayMiddleware
@@ -23,13 +25,18 @@ from inkstand.api.health import health
 from inkstand.api.metrics import prometheus_metrics
 from inkstand.api.middleware import AccessLogMiddleware
 from inkstand.api.models import list_models
+from inkstand.api.question import question
 from inkstand.config import Settings
 from inkstand.engine import Engine
 from inkstand.errors import InkstandError
 from inkstand.gateway import Gateway
+from inkstand.knowledge.ingest import Ingestion
 from inkstand.metrics import Metrics
 from inkstand.runtime import Runtime
 from inkstand.store import KeyStore, Store, UsageLog, open_store
+from inkstand.store.db import connect
+from inkstand.store.files import FileStore
+from inkstand.store.graphs import GraphStore
 from inkstand.store.usage import keep_pruned, retention_cutoff
 
 
@@ -43,9 +50,14 @@ def create_app(
     store = store if store is not None else open_store(settings.data_dir)
     keys = KeyStore(store, settings.api_key)
     usage = UsageLog(store)
+    files = FileStore(store)  # blobs beside the database: the data dir, or a test's temp dir
     gateway = Gateway(settings, keys, usage)
     telemetry = metrics if metrics is not None else Metrics()
     runtime = Runtime(settings, observer=telemetry)
+    runtime.knowledge = lambda: connect(store.path)  # the `graph` tool's reads, off the loop
+    ingestion = Ingestion(
+        store.writer.submit, files.blobs.read, processes=settings.ingest_processes
+    )
     telemetry.watch(lambda: runtime.engines.values())
     telemetry.watch_store(store.size)
     retention_cutoff(settings.usage_retention_days)  # a bad setting fails here, not in the task
@@ -58,6 +70,7 @@ def create_app(
             runtime.load_in_background()
             settle_heap()
         runtime.start_upstreams()
+        ingestion.start()  # files left in progress by an earlier run are done first
         pruning = asyncio.create_task(keep_pruned(usage, settings.usage_retention_days))
         try:
             yield
@@ -66,6 +79,7 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await pruning
             await runtime.close_upstreams()
+            await asyncio.to_thread(ingestion.close)
             runtime.close()
             store.close()  # the writer commits what is queued first
 
@@ -76,6 +90,9 @@ def create_app(
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/graphs/question", question, methods=["POST"]),
+            *files_api.ROUTES,
+            *graphs_api.ROUTES,
         ],
         middleware=[
             Middleware(AccessLogMiddleware),
@@ -94,6 +111,9 @@ def create_app(
     app.state.keys = keys
     app.state.gateway = gateway
     app.state.store = store
+    app.state.files = files
+    app.state.ingestion = ingestion
+    app.state.graphs = GraphStore(store, files)
     return app
 
 

@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(
+        "--max-file-bytes", type=int, help="one uploaded file; larger gets 413 (default 100 MiB)"
+    )
+    serve.add_argument(
+        "--max-storage-bytes",
+        type=int,
+        help="all uploaded files together; past it uploads get 507 (default 10 GiB; 0: none)",
+    )
+    serve.add_argument(
         "--max-request-line-bytes",
         type=int,
         help="request line (path and query) limit; longer gets 414 (default 8 KiB)",
@@ -101,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
         "--planner-processes",
         type=int,
         help="worker processes planning tools and response formats (default 1; 0: in place)",
+    )
+    serve.add_argument(
+        "--ingest-processes",
+        type=int,
+        help="worker processes reading uploaded files (default 1; 0: in the ingest thread)",
     )
     serve.add_argument(
         "--cache-scope",

@@ -94,6 +94,8 @@ class Settings:
     step_tokens: int = 128  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
+    max_file_bytes: int = 100 * 1024 * 1024  # one uploaded file (`POST /v1/files`)
+    max_storage_bytes: int = 10 * 1024**3  # all uploaded files together; 0: no limit
     max_request_line_bytes: int = 8 * 1024  # the request line's target (path and query)
     max_header_bytes: int = 64 * 1024  # all header names and values of a request together
     max_headers: int = 100  # header fields in one request
@@ -109,6 +111,7 @@ class Settings:
     max_grammar_bytes: int = 512 * 1024  # GBNF text made from a request's JSON Schemas
     max_grammar_rules: int = 4096  # rules in that grammar
     planner_processes: int = 1  # worker processes for tools and response formats; 0: inline
+    ingest_processes: int = 1  # worker processes reading uploaded files; 0: in the ingest thread
     cache_scope: str = "key"  # "key": prefix cache per API key; "shared": one for all keys
     rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
     tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
@@ -186,6 +189,11 @@ def load_settings(
         raise ConfigError(
             "setting `usage_retention_days` must be 0 (keep forever) or more, "
             f"got {settings.usage_retention_days}"
+        )
+    if settings.max_file_bytes < 1 or settings.max_storage_bytes < 0:
+        raise ConfigError(
+            "settings `max_file_bytes` (1 or more) and `max_storage_bytes` (0: no limit) "
+            f"are out of range: {settings.max_file_bytes}, {settings.max_storage_bytes}"
         )
     if not models:
         return settings

@@ -7,7 +7,7 @@
     │   └── ModelNotFoundError     400 unknown or removed model id
     ├── AuthenticationError        401
     ├── PermissionError_           403
-    ├── NotFoundError              404 unknown route
+    ├── NotFoundError              404 unknown route, or an unknown id in the path
     ├── MethodNotAllowedError      405
     ├── RequestTimeoutError        408 the request head came too slowly (`api/protocol.py`)
     ├── PayloadTooLargeError       413
@@ -17,8 +17,10 @@
     ├── HeadersTooLargeError       431 refused by the HTTP protocol, before the app
     ├── EngineError                500 the engine failed a request
     │   └── ChatTemplateError      500 the model's chat template fails: never retry
-    └── OverloadedError            503 carries retry_after
-        └── ModelFailedError       503 the model failed to load: never retry
+    ├── BlobMissingError           500 a stored file's bytes are gone from the data dir
+    ├── OverloadedError            503 carries retry_after
+    │   └── ModelFailedError       503 the model failed to load: never retry
+    └── InsufficientStorageError   507 an upload would pass `max_storage_bytes`: never retry
 
 Errors are raised where they happen and rendered once, by `inkstand.api.errors`.
 """
@@ -150,6 +152,12 @@ class ChatTemplateError(EngineError):
     should_retry = False
 
 
+class BlobMissingError(InkstandError):
+    """A file's row stands but its bytes are gone from the data dir: asking again won't help."""
+
+    should_retry = False
+
+
 class OverloadedError(InkstandError):
     status = 503
     tpe = "ServiceUnavailable"
@@ -168,3 +176,13 @@ class ModelFailedError(OverloadedError):
     def __init__(self, description: str, *, extras: dict | None = None):
         super().__init__(description, extras=extras)
         self.retry_after = None
+
+
+class InsufficientStorageError(InkstandError):
+    """Storing an upload would pass `max_storage_bytes`; only deleting files makes room, so
+    clients must not retry (the SDK retries every 5xx otherwise)."""
+
+    status = 507
+    tpe = "InsufficientStorage"
+    key = "fail.insufficientStorage"
+    should_retry = False

@@ -12,7 +12,9 @@ to load answers 503 with `x-should-retry: false` and the reason (authenticated c
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+from collections.abc import Callable
 from typing import cast
 
 from inkstand.backends.base import Backend
@@ -40,6 +42,8 @@ class Runtime:
         self.ready = False
         self.failure: str | None = None
         self._catalog: Catalog | None = None
+        # Opens a read connection to the store, for the `graph` tool (set by the app).
+        self.knowledge: Callable[[], sqlite3.Connection] | None = None
         self._service: ChatService | None = None
         self._completions: CompletionService | None = None
         fleet = Fleet()  # model ids on one engine share its replicas
@@ -106,7 +110,7 @@ class Runtime:
             settings.max_images,
             settings.max_image_bytes,
         )
-        self._service = ChatService(self._catalog, limits, self.planner)
+        self._service = ChatService(self._catalog, limits, self.planner, self.knowledge)
         self._completions = CompletionService(self._catalog, limits)
         self.ready = True
 

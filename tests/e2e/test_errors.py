@@ -127,10 +127,9 @@ def description(response: httpx.Response) -> str:
     return response.json()["errors"][0]["description"]
 
 
-@pytest.mark.parametrize("tool_type", ["graph", "llm", "translation", "vision", "web_search"])
+@pytest.mark.parametrize("tool_type", ["llm", "translation", "vision", "web_search"])
 def test_built_in_tools_say_not_available_yet(http, tool_type):
-    built_in = {
-        "graph": {"graph_ids": ["g"], "subqueries": False},
+    built_in = {  # the graph tool is served (tests/e2e/test_knowledge.py)
         "llm": LLM["function"],
         "translation": {
             "model": "palmyra-translate",

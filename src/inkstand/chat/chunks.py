@@ -56,12 +56,18 @@ def tool_call_body(index: int, call_id: str, name: str, arguments: str) -> dict[
 
 
 def completion_body(
-    *, response_id: str, created: int, model: str, choices: list[ChoiceResult], usage: dict
+    *,
+    response_id: str,
+    created: int,
+    model: str,
+    choices: list[ChoiceResult],
+    usage: dict,
+    graph_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": response_id,
         "object": "chat.completion",
-        "choices": [_choice(c) for c in choices],
+        "choices": [_choice(c, graph_data) for c in choices],
         "created": created,
         "model": model,
         "usage": usage,
@@ -70,7 +76,7 @@ def completion_body(
     }
 
 
-def _choice(choice: ChoiceResult) -> dict[str, Any]:
+def _choice(choice: ChoiceResult, graph_data: dict[str, Any] | None = None) -> dict[str, Any]:
     logprobs = None
     if choice.tokens is not None:
         logprobs = {"content": logprob_entries(choice.tokens), "refusal": None}
@@ -81,7 +87,7 @@ def _choice(choice: ChoiceResult) -> dict[str, Any]:
             "content": choice.text,
             "role": "assistant",
             "tool_calls": choice.tool_calls or None,
-            "graph_data": empty_graph_data(),
+            "graph_data": graph_data or empty_graph_data(),
             "llm_data": None,
             "image_data": None,
             "translation_data": None,
@@ -99,6 +105,7 @@ class ChunkFactory:
     response_id: str
     created: int
     model: str
+    graph_data: dict[str, Any] | None = None  # the `graph` tool's, in the opening chunk only
     _head: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +127,7 @@ class ChunkFactory:
 
     def opening(self, indexes: range) -> dict[str, Any]:
         """The first chunk: the assistant role for every choice, in index order."""
-        return self._chunk([_opening_choice(i) for i in indexes])
+        return self._chunk([_opening_choice(i, self.graph_data) for i in indexes])
 
     def content(self, index: int, text: str, tokens: list[TokenInfo] | None) -> dict[str, Any]:
         logprobs = None
@@ -173,7 +180,7 @@ class ChunkFactory:
         )
 
 
-def _opening_choice(index: int) -> dict[str, Any]:
+def _opening_choice(index: int, graph_data: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "index": index,
         "finish_reason": None,
@@ -181,7 +188,7 @@ def _opening_choice(index: int) -> dict[str, Any]:
             "role": "assistant",
             "content": None,
             "tool_calls": None,
-            "graph_data": empty_graph_data(),
+            "graph_data": graph_data or empty_graph_data(),
             "refusal": None,
         },
         "message": {"role": "assistant", "content": "", "refusal": None},

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,7 +43,8 @@ from inkstand.chat.toolformat import HermesFormat, tool_format
 from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
-from inkstand.schemas.chat import ChatRequest, ImageFragment
+from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.tools.graph import graph_tool, ground
 from inkstand.upstream.translate import UpstreamJob, chat_job
 
 Job = GenerationRequest | UpstreamJob
@@ -76,6 +78,7 @@ class ChatPlan:
     response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
+    graph_data: dict | None = None  # what the `graph` tool found, sent once
 
     def open(self) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         return open_job(self.served, self.generation)
@@ -123,14 +126,29 @@ class ChatService:
         catalog: Catalog,
         limits: RequestLimits = RequestLimits(),
         planner: OutputPlanner | None = None,
+        knowledge: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
+        """`knowledge` opens a read connection to the store, for the `graph` tool."""
         self.catalog = catalog
         self.limits = limits
         self.planner = planner or OutputPlanner(GrammarLimits(), processes=0)
+        self.knowledge = knowledge
 
     async def plan(self, request: ChatRequest, *, scope: str = "") -> ChatPlan:
         """Everything before generation; `scope` is whose prefix cache the request may use."""
         self._check_counts(request)
+        check_built_in_tools(request)
+        tool = graph_tool(request)
+        if tool is None:
+            return await self._plan(request, scope)
+        if self.knowledge is None:
+            raise UnsupportedFeatureError("This server has no knowledge base for `graph` tools.")
+        grounded = await ground(request, tool, self.knowledge)
+        plan = await self._plan(grounded.request, scope)
+        plan.graph_data = grounded.graph_data
+        return plan
+
+    async def _plan(self, request: ChatRequest, scope: str) -> ChatPlan:
         served = self.catalog.resolve(request.model)
         if isinstance(served, ServedUpstream):
             return await self._plan_upstream(request, served, scope)
@@ -238,6 +256,7 @@ class ChatService:
             model=plan.request.model,
             choices=choices,
             usage=plan.usage.body(),
+            graph_data=plan.graph_data,
         )
 
     def open_stream(self, plan: ChatPlan) -> ChatStream:
@@ -302,7 +321,9 @@ class ChatStream(PrimedStream):
 
     async def chunks(self) -> AsyncIterator[dict]:
         plan = self.plan
-        factory = ChunkFactory(plan.response_id, plan.created, plan.request.model)
+        factory = ChunkFactory(
+            plan.response_id, plan.created, plan.request.model, graph_data=plan.graph_data
+        )
         options = plan.request.stream_options
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))
@@ -337,6 +358,14 @@ class ChatStream(PrimedStream):
             last = finished == plan.n
             usage = plan.usage.body() if include_usage and last else None
             yield factory.closing(event.index, reason, usage)
+
+
+def check_built_in_tools(request: ChatRequest) -> None:
+    built_in = [t.type for t in request.tools or () if t.type in BUILT_IN_TOOL_TYPES]
+    if len(built_in) > 1:
+        raise BadRequestError(
+            f"A request may use at most one built-in tool; got {', '.join(built_in)}."
+        )
 
 
 def check_stops(stops: tuple[str, ...], limits: RequestLimits) -> None:

@@ -1,0 +1,196 @@
+"""The ingestion worker: files waiting `in_progress` -> chunks in the store, or `failed`.
+
+A thread (`inkstand-ingest`) takes the waiting files in upload order; each file's extraction
+and chunking run in a worker process (pypdf, python-docx and the rest are Python holding
+the GIL: in this process they would hold the event loop), and its chunks are written through
+the store's writer in batches of `WRITE_BATCH`, the file marked `completed` last. So the
+event loop and the engine thread never do this work, and a restart finds the files still
+`in_progress` and does them again (their chunks from the interrupted run deleted first).
+
+A file that cannot be read is marked `failed` with the extractor's reason (encrypted PDF,
+only images, unsupported content). A file deleted while it is being read is dropped
+quietly: every write checks that its row still stands. The worker sleeps until woken
+(`wake()`, after an upload or a retry) or `POLL_SECONDS` pass.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from inkstand.knowledge.chunking import Chunk, chunk
+from inkstand.knowledge.extract import ExtractionError, extract
+
+log = logging.getLogger("inkstand.ingest")
+
+POLL_SECONDS = 30.0
+WRITE_BATCH = 500  # chunks per store transaction: other writes wait no longer than that
+MAX_CHUNK_CHARS = 1200
+
+
+@dataclass(frozen=True)
+class Waiting:
+    id: str
+    name: str
+    sha256: str
+
+
+class Ingestion:
+    """The worker thread; `start()` it with the store's writer and a way to read blobs."""
+
+    def __init__(
+        self,
+        submit: Callable[[Callable[[sqlite3.Connection], Any]], concurrent.futures.Future],
+        read_blob: Callable[[str], bytes],
+        *,
+        processes: int = 1,
+    ) -> None:
+        self._submit = submit
+        self._read_blob = read_blob
+        self._processes = processes
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.done = 0  # files finished (completed or failed), for tests
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="inkstand-ingest", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                for waiting in self._write(_waiting_files):
+                    if self._stop.is_set():
+                        return
+                    self._ingest(waiting)
+            except Exception:  # the worker outlives any one failure
+                log.exception("ingestion: a pass failed")
+            self._wake.wait(POLL_SECONDS)
+
+    def _ingest(self, waiting: Waiting) -> None:
+        try:
+            data = self._read_blob(waiting.sha256)
+            chunks = self._chunks(data, waiting.name)
+        except ExtractionError as exc:
+            reason = exc.reason
+            self._write(lambda conn: _fail(conn, waiting.id, reason))
+        except FileNotFoundError:
+            self._write(lambda conn: _fail(conn, waiting.id, "the stored file is missing"))
+        except concurrent.futures.process.BrokenProcessPool:
+            self._pool = None  # a fresh one for the next file
+            reason = "reading the file crashed its worker process; it may be corrupt"
+            self._write(lambda conn: _fail(conn, waiting.id, reason))
+        else:
+            self._store(waiting.id, chunks)
+        self.done += 1
+
+    def _chunks(self, data: bytes, name: str) -> list[Chunk]:
+        if self._processes == 0:
+            return read_chunks(data, name)
+        return self._workers().submit(read_chunks, data, name).result()
+
+    def _store(self, file_id: str, chunks: list[Chunk]) -> None:
+        if not self._write(lambda conn: _clear(conn, file_id)):
+            return  # deleted meanwhile
+        for at in range(0, len(chunks), WRITE_BATCH):
+            if not self._write(_inserting(file_id, at, chunks[at : at + WRITE_BATCH])):
+                return
+        self._write(lambda conn: _complete(conn, file_id))
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return self._submit(fn).result()
+
+    def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # the server has threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(self._processes, context)
+        return self._pool
+
+
+def read_chunks(data: bytes, name: str) -> list[Chunk]:
+    """A file's chunks (in the worker process); ExtractionError when it cannot be read."""
+    return chunk(extract(data, name), max_chars=MAX_CHUNK_CHARS)
+
+
+# -- store operations (run on the writer thread) ----------------------------------------------
+
+
+def _waiting_files(conn: sqlite3.Connection) -> list[Waiting]:
+    rows = conn.execute(
+        "SELECT id, name, sha256 FROM files WHERE status = 'in_progress' ORDER BY seq"
+    ).fetchall()
+    return [Waiting(*row) for row in rows]
+
+
+def _still_waiting(conn: sqlite3.Connection, file_id: str) -> bool:
+    row = conn.execute("SELECT status FROM files WHERE id = ?", (file_id,)).fetchone()
+    return row is not None and row[0] == "in_progress"
+
+
+def _clear(conn: sqlite3.Connection, file_id: str) -> bool:
+    """Delete chunks an interrupted run left; False if the file is no longer waiting."""
+    if not _still_waiting(conn, file_id):
+        return False
+    conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+    return True
+
+
+def _inserting(
+    file_id: str, first: int, chunks: list[Chunk]
+) -> Callable[[sqlite3.Connection], bool]:
+    return lambda conn: _insert(conn, file_id, first, chunks)
+
+
+def _insert(conn: sqlite3.Connection, file_id: str, first: int, chunks: list[Chunk]) -> bool:
+    if not _still_waiting(conn, file_id):
+        return False
+    conn.executemany(
+        'INSERT INTO chunks (file_id, ord, text, page, start, "end") VALUES (?, ?, ?, ?, ?, ?)',
+        [(file_id, first + i, c.text, c.page, c.start, c.end) for i, c in enumerate(chunks)],
+    )
+    return True
+
+
+def _complete(conn: sqlite3.Connection, file_id: str) -> None:
+    conn.execute(
+        "UPDATE files SET status = 'completed', error = NULL "
+        "WHERE id = ? AND status = 'in_progress'",
+        (file_id,),
+    )
+
+
+def _fail(conn: sqlite3.Connection, file_id: str, reason: str) -> None:
+    conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+    conn.execute(
+        "UPDATE files SET status = 'failed', error = ? WHERE id = ? AND status = 'in_progress'",
+        (reason, file_id),
+    )
+
+
+def wake_ingestion(app: Any) -> None:
+    """Tell the app's ingestion worker that files are waiting (a no-op without one)."""
+    worker = getattr(app.state, "ingestion", None)
+    if worker is not None:
+        worker.wake()
