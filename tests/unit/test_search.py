@@ -74,3 +74,11 @@ def test_fts_syntax_in_a_question_is_just_words(store, question):
 def test_a_question_of_only_stop_words_still_searches_them():
     assert match_expression("the") == '"the"'
     assert match_expression("...") is None
+
+
+def test_a_graph_whose_chunks_rank_below_other_graphs_still_gets_them(store, monkeypatch):
+    from inkstand.knowledge import search as module
+
+    monkeypatch.setattr(module, "CANDIDATES", 1)  # the index's best match is g2's bees
+    found = search(store.conn, ["g1"], "bees honey hive queen lighthouse")
+    assert [s.file_id for s in found] == ["f1"]

@@ -31,7 +31,7 @@ log = logging.getLogger("inkstand.ingest")
 
 POLL_SECONDS = 30.0
 WRITE_BATCH = 500  # chunks per store transaction: other writes wait no longer than that
-MAX_CHUNK_CHARS = 1200
+MAX_CHUNK_CHARS = 2000  # ~500 tokens: recall@5 0.89 at 1,200, 0.96 at 2,000 (bench/kg.py)
 
 
 @dataclass(frozen=True)

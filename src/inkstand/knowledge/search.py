@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 WORD = re.compile(r"\w+", re.UNICODE)
 CANDIDATES = 200  # chunks ranked by the index before the threshold and the cap
+FEW = 60  # fewer of the top candidates in the asked graphs: rank those graphs' alone
 _STOP_TEXT = """a about above after again all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from
 further had has have having he her here hers herself him himself his how i if in into
@@ -61,8 +62,57 @@ def search(
     expression = match_expression(question)
     if expression is None or not graph_ids:
         return []
+    rows = _ranked_in_graphs(conn, expression, graph_ids)
+    if not rows:
+        return []
+    best = rows[0][4]  # BM25 in FTS5 is negative: lower is better
+    snippets = [
+        Snippet(chunk_id, file_id, text, page, _normalised(rank, best))
+        for chunk_id, file_id, text, page, rank in rows
+    ]
+    kept = [s for s in snippets if s.score >= keyword_threshold]
+    return kept[:max_snippets]
+
+
+def _ranked_in_graphs(
+    conn: sqlite3.Connection, expression: str, graph_ids: list[str]
+) -> list[tuple[int, str, str, int | None, float]]:
+    """The best `CANDIDATES` matches in the graphs' completed files, best first.
+
+    FTS5 ranks the whole index first (cheap: it reads no chunk rows), and only the top
+    candidates are joined and filtered by graph; when the graphs hold few of them (the top
+    were mostly other graphs' chunks), the filter runs over every match instead.
+    """
+    top = conn.execute(
+        "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+        (expression, CANDIDATES),
+    ).fetchall()
+    if not top:
+        return []
+    ranks = dict(top)
     marks = ",".join("?" * len(graph_ids))
-    rows = conn.execute(
+    ids = ",".join("?" * len(top))
+    kept = conn.execute(
+        f"""
+        SELECT c.id, c.file_id, c.text, c.page FROM chunks AS c
+        WHERE c.id IN ({ids}) AND EXISTS (
+            SELECT 1 FROM graph_files AS gf JOIN files AS f ON f.id = gf.file_id
+            WHERE gf.file_id = c.file_id AND gf.graph_id IN ({marks})
+              AND f.status = 'completed')
+        """,
+        (*ranks, *graph_ids),
+    ).fetchall()
+    if len(top) == CANDIDATES and len(kept) < FEW:
+        return _ranked_filtered_first(conn, expression, graph_ids)
+    rows = [(i, f, t, p, ranks[i]) for i, f, t, p in kept]
+    return sorted(rows, key=lambda row: row[4])
+
+
+def _ranked_filtered_first(
+    conn: sqlite3.Connection, expression: str, graph_ids: list[str]
+) -> list[tuple[int, str, str, int | None, float]]:
+    marks = ",".join("?" * len(graph_ids))
+    return conn.execute(
         f"""
         SELECT c.id, c.file_id, c.text, c.page, bm25(chunks_fts) AS rank
         FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
@@ -74,15 +124,6 @@ def search(
         """,
         (expression, *graph_ids, CANDIDATES),
     ).fetchall()
-    if not rows:
-        return []
-    best = rows[0][4]  # BM25 in FTS5 is negative: lower is better
-    snippets = [
-        Snippet(chunk_id, file_id, text, page, _normalised(rank, best))
-        for chunk_id, file_id, text, page, rank in rows
-    ]
-    kept = [s for s in snippets if s.score >= keyword_threshold]
-    return kept[:max_snippets]
 
 
 def _normalised(rank: float, best: float) -> float:
