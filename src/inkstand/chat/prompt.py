@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -168,7 +169,16 @@ def caller_text_size(messages: list[ChatMessage], tools: list[Tool] | None) -> i
 
 
 def template_message(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message_text(message)}
+    # Arguments as a mapping: templates written for Hugging Face's convention expect one.
+    return wire_message(message, message_text(message), arguments_value)
+
+
+def wire_message(
+    message: ChatMessage, content: Any, arguments: Callable[[str], Any]
+) -> dict[str, Any]:
+    """`message` in the OpenAI / Hugging Face shape: `content` as given, each replayed
+    call's arguments through `arguments`."""
+    out: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         out["name"] = message.name
     if message.tool_call_id is not None:
@@ -180,11 +190,11 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
                 "type": "function",
                 "function": {
                     "name": call.function.name,
-                    "arguments": arguments_value(call.function.arguments),
+                    "arguments": arguments(call.function.arguments),
                 },
             }
             for call in message.tool_calls
-        ]  # as a mapping: templates written for Hugging Face's convention expect one
+        ]
     return out
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inkstand.chat.output import OutputPlan, read_response_schema
-from inkstand.chat.prompt import message_text
+from inkstand.chat.prompt import message_text, wire_message
 from inkstand.chat.toolformat import Function
 from inkstand.engine.types import CallEvent, Event, Finish, FinishReason, TokenEvent, TokenInfo
 from inkstand.errors import (
@@ -237,21 +237,7 @@ def _affinity(scope: str, messages: list[ChatMessage]) -> bytes:
 
 
 def openai_message(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": _content(message)}
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.function.name, "arguments": call.function.arguments},
-            }
-            for call in message.tool_calls
-        ]
-    return out
+    return wire_message(message, _content(message), str)  # arguments as the client sent them
 
 
 def _content(message: ChatMessage) -> Any:
