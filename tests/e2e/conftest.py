@@ -44,7 +44,11 @@ def server(request, tmp_path_factory) -> Server:
         with running_server(folder, *flags, key=KEY) as running:
             yield running
         return
-    with replicas(2, ctx_size=CTX_SIZE, slots=4, log_dir=folder) as engines:
+    # The embedded engine's server-side sampling defaults, set on the engine as an operator
+    # would (docs/scaling.md): without a repeat penalty the 135M model at llama-server's
+    # default temperature sometimes rambles until the context is full.
+    defaults = ("--repeat-penalty", "1.1")
+    with replicas(2, ctx_size=CTX_SIZE, slots=4, log_dir=folder, extra_args=defaults) as engines:
         config = folder / "upstream.toml"
         config.write_text(upstream_config([engine.url for engine in engines]))
         with running_server(folder, "--config", str(config), key=KEY) as running:
