@@ -5,6 +5,7 @@ sources. Structure and retrieval only, never the model's prose."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -63,8 +64,8 @@ def coast(client: writerai.Writer):
         client.files.delete(file_id)
 
 
-def graph_tool(graph_id: str, **config) -> dict:
-    function = {"graph_ids": [graph_id], "subqueries": False}
+def graph_tool(graph_id: str, subqueries: bool = False, **config) -> dict:
+    function = {"graph_ids": [graph_id], "subqueries": subqueries}
     if config:
         function["query_config"] = config
     return {"type": "graph", "function": function}
@@ -104,6 +105,55 @@ def test_a_streamed_answer_carries_the_same_sources_once(client, coast):
         s.file_id for s in whole.choices[0].message.graph_data.sources
     ]
     assert streamed_sources[0].file_id == ids["lighthouse.pdf"]
+
+
+def test_subqueries_come_back_each_with_an_answer_and_sources(client, coast):
+    graph, ids = coast
+    question = "When is the Varnel lighthouse lamp lit, and where do the Orlen hives winter?"
+    response = client.chat.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": question}],
+        tools=[graph_tool(graph.id, subqueries=True, max_subquestions=2, max_snippets=5)],
+        max_tokens=16,
+        temperature=0,
+    )
+    data = response.choices[0].message.graph_data
+    assert data.status == "finished"
+    assert 1 <= len(data.subqueries) <= 2
+    for part in data.subqueries:
+        assert part.query.strip() and isinstance(part.answer, str)
+        assert all(s.file_id in ids.values() for s in part.sources)
+    alone = client.chat.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": question}],
+        tools=[graph_tool(graph.id, max_snippets=5)],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert response.usage.prompt_tokens > alone.usage.prompt_tokens  # the parts count
+
+
+def test_inline_citations_link_only_to_listed_references(client, coast):
+    graph, ids = coast
+    messages = [{"role": "user", "content": "When is the Varnel lighthouse lamp lit?"}]
+    tools = [graph_tool(graph.id, inline_citations=True, max_snippets=3)]
+    response = client.chat.chat(
+        model=MODEL, messages=messages, tools=tools, max_tokens=48, temperature=0
+    )
+    message = response.choices[0].message
+    files = message.graph_data.references.files
+    assert files and files[0].file_id == ids["lighthouse.pdf"]
+    cites = {f.cite for f in files if f.cite}
+    links = set(re.findall(r"\]\((cite-\d+)\)", message.content or ""))
+    assert links == cites  # every link names a reference, every cited reference is linked
+    with client.chat.stream(
+        model=MODEL, messages=messages, tools=tools, max_tokens=48, temperature=0
+    ) as stream:
+        for _ in stream:
+            pass
+        streamed = stream.current_completion_snapshot.choices[0].message
+    assert streamed.content == message.content  # greedy: the same text, rewritten alike
+    assert streamed.graph_data.references.files == files
 
 
 def test_a_question_to_the_graph(client, coast):

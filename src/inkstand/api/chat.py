@@ -16,7 +16,7 @@ async def chat(request: Request):
     body = await read_model(request, ChatRequest, request.app.state.settings)
     request.state.model = body.model
     admission(request).authorize(body.model)
-    plan = await service.plan(body, scope=cache_scope(request))
+    plan = await service.plan(body, scope=cache_scope(request), admit=admission(request).check)
     stream = service.open_stream(plan) if body.stream else None
     return await answer(
         request,

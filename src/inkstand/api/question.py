@@ -3,8 +3,10 @@
 The question runs as a chat with the `graph` tool on the server's first model (the API
 names no model): the same retrieval, grounding, generation, gateway and usage as
 `/v1/chat`. The answer is Writer's `Question` (`question`, `answer`, `sources`,
-`subqueries`); a stream is SSE `{"data": Question}` events: the sources in the first
-(with an empty answer), then answer fragments with no sources, so nothing repeats.
+`subqueries`, and `references` with inline citations); a stream is SSE
+`{"data": Question}` events: the sources and sub-questions in the first (with an empty
+answer), then answer fragments with no sources, then the references (with inline
+citations) in the last, so nothing repeats.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ async def question(request: Request):
     request.state.model = model
     admission(request).authorize(model)
     chat = as_chat(body, model)
-    plan = await service.plan(chat, scope=cache_scope(request))
+    plan = await service.plan(chat, scope=cache_scope(request), admit=admission(request).check)
     asked = body.question
     if not body.stream:
         return await answer(request, plan, lambda: _whole(service, plan, asked), None)
@@ -54,12 +56,15 @@ async def _whole(service: ChatService, plan: ChatPlan, asked: str) -> dict:
     completion = await service.complete(plan)
     message = completion["choices"][0]["message"]
     data = message["graph_data"]
-    return {
+    whole = {
         "question": asked,
         "answer": message["content"],
         "sources": data["sources"],
         "subqueries": data["subqueries"],
     }
+    if "references" in data:
+        whole["references"] = data["references"]
+    return whole
 
 
 async def _chunks(chunks: AsyncIterator[dict], plan: ChatPlan, asked: str) -> AsyncIterator[dict]:
@@ -68,6 +73,17 @@ async def _chunks(chunks: AsyncIterator[dict], plan: ChatPlan, asked: str) -> As
     yield {"data": {"question": asked, "answer": "", "sources": sources, "subqueries": subqueries}}
     async for chunk in chunks:
         for choice in chunk["choices"]:
-            text = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
             if text:
                 yield {"data": {"question": asked, "answer": text, "sources": []}}
+            references = (delta.get("graph_data") or {}).get("references")
+            if references is not None:
+                yield {
+                    "data": {
+                        "question": asked,
+                        "answer": "",
+                        "sources": [],
+                        "references": references,
+                    }
+                }

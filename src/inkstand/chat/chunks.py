@@ -44,6 +44,7 @@ class ChoiceResult:
     finish_reason: str = "stop"
     tokens: list[TokenInfo] | None = None
     tool_calls: list[dict[str, Any]] | None = None  # already in wire shape
+    graph_data: dict[str, Any] | None = None  # this choice's own (with its references)
 
 
 def tool_call_body(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def _choice(choice: ChoiceResult, graph_data: dict[str, Any] | None = None) -> d
             "content": choice.text,
             "role": "assistant",
             "tool_calls": choice.tool_calls or None,
-            "graph_data": graph_data or empty_graph_data(),
+            "graph_data": choice.graph_data or graph_data or empty_graph_data(),
             "llm_data": None,
             "image_data": None,
             "translation_data": None,

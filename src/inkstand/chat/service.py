@@ -44,10 +44,13 @@ from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEven
 from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
 from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
-from inkstand.tools.graph import graph_tool, ground
+from inkstand.tools.citations import Citations, cited_chunks
+from inkstand.tools.graph import graph_tool, ground, read_query_config
+from inkstand.tools.subqueries import Asked, work_estimate
 from inkstand.upstream.translate import UpstreamJob, chat_job
 
 Job = GenerationRequest | UpstreamJob
+Admit = Callable[[int], None]  # raises when the caller may not spend that many tokens now
 
 
 @dataclass
@@ -56,13 +59,21 @@ class Usage:
     completion: int = 0
     cached: int = 0
     finish_reason: str | None = None  # of the last choice to finish
+    # Tokens the answer's own generation needed before it (the `graph` tool's sub-questions):
+    # included in `prompt` and `completion`.
+    prior_prompt: int = 0
+
+    def add_prior(self, prompt: int, completion: int) -> None:
+        self.prior_prompt += prompt
+        self.prompt += prompt
+        self.completion += completion
 
     def body(self) -> dict:
         return usage_body(self.prompt, self.completion, self.cached)
 
     def count(self, finish: Finish) -> None:
         """Add one finished choice: its completion tokens; prompt and cache are shared."""
-        self.prompt = finish.prompt_tokens
+        self.prompt = self.prior_prompt + finish.prompt_tokens
         self.completion += finish.completion_tokens
         self.cached = max(self.cached, finish.cached_tokens)
         self.finish_reason = finish.reason
@@ -79,6 +90,7 @@ class ChatPlan:
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
     graph_data: dict | None = None  # what the `graph` tool found, sent once
+    citations: Citations | None = None  # the `graph` tool's, with `inline_citations`
 
     def open(self) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         return open_job(self.served, self.generation)
@@ -97,6 +109,22 @@ def estimate_tokens(chars: int, messages: int = 1) -> int:
     """A prompt's tokens guessed from its characters (about four a token in English), for
     rate limits before an upstream engine reports the real count."""
     return chars // 4 + 8 * messages
+
+
+SOURCES_FRAME_TOKENS = 96  # the sources message's instructions and numbering
+SNIPPET_CHARS_PER_TOKEN = 3  # cautious: prose runs about four, other text fewer
+
+
+def snippet_room_chars(served: Served, request: ChatRequest) -> int:
+    """Characters of snippets the model's context has room for: the context less the
+    conversation (estimated) and the answer's room (`max_tokens`, or a quarter of the
+    context when it is not set)."""
+    spec = served.spec
+    answer_room = request.max_tokens or min(spec.max_output_tokens, spec.ctx_size // 4)
+    size = caller_text_size(request.messages, request.tools)
+    conversation = estimate_tokens(size, len(request.messages))
+    room = spec.ctx_size - answer_room - conversation - SOURCES_FRAME_TOKENS
+    return max(0, room) * SNIPPET_CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -134,8 +162,13 @@ class ChatService:
         self.planner = planner or OutputPlanner(GrammarLimits(), processes=0)
         self.knowledge = knowledge
 
-    async def plan(self, request: ChatRequest, *, scope: str = "") -> ChatPlan:
-        """Everything before generation; `scope` is whose prefix cache the request may use."""
+    async def plan(
+        self, request: ChatRequest, *, scope: str = "", admit: Admit | None = None
+    ) -> ChatPlan:
+        """Everything before generation; `scope` is whose prefix cache the request may use.
+
+        `admit(tokens)` raises when the caller may not spend `tokens` now: asked before the
+        `graph` tool's sub-questions run (their tokens count in the answer's `usage`)."""
         self._check_counts(request)
         check_built_in_tools(request)
         tool = graph_tool(request)
@@ -143,10 +176,32 @@ class ChatService:
             return await self._plan(request, scope)
         if self.knowledge is None:
             raise UnsupportedFeatureError("This server has no knowledge base for `graph` tools.")
-        grounded = await ground(request, tool, self.knowledge)
+        room = snippet_room_chars(self.catalog.resolve(request.model), request)
+        if tool.function.subqueries and admit is not None:
+            config = read_query_config(tool.function.query_config)
+            admit(work_estimate(config.max_subquestions, room))
+
+        async def ask(inner: ChatRequest) -> Asked:
+            return await self._ask(inner, scope)
+
+        grounded = await ground(request, tool, self.knowledge, ask, room)
         plan = await self._plan(grounded.request, scope)
         plan.graph_data = grounded.graph_data
+        plan.citations = grounded.citations
+        plan.usage.add_prior(grounded.spent.prompt, grounded.spent.completion)
         return plan
+
+    async def _ask(self, request: ChatRequest, scope: str) -> Asked:
+        """One internal generation (a `graph` tool's sub-question), on the request's path;
+        its `max_tokens` held within the model's output cap and half its context."""
+        spec = self.catalog.resolve(request.model).spec
+        cap = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        request = request.model_copy(update={"max_tokens": min(cap, spec.ctx_size // 2)})
+        plan = await self._plan(request, scope)
+        body = await self.complete(plan)
+        usage = body["usage"]
+        text = body["choices"][0]["message"]["content"] or ""
+        return Asked(text, usage["prompt_tokens"], usage["completion_tokens"])
 
     async def _plan(self, request: ChatRequest, scope: str) -> ChatPlan:
         served = self.catalog.resolve(request.model)
@@ -250,6 +305,10 @@ class ChatService:
         if plan.output.parse_calls:
             for choice in choices:
                 extract_calls(choice)
+        if plan.citations is not None:
+            for choice in choices:
+                choice.text, references = plan.citations.rewrite_whole(choice.text)
+                choice.graph_data = {**(plan.graph_data or {}), "references": references}
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -319,11 +378,18 @@ class ChatStream(PrimedStream):
         super().__init__(plan.served, plan.generation)
         self.plan = plan
 
-    async def chunks(self) -> AsyncIterator[dict]:
+    def chunks(self) -> AsyncIterator[dict]:
         plan = self.plan
         factory = ChunkFactory(
             plan.response_id, plan.created, plan.request.model, graph_data=plan.graph_data
         )
+        chunks = self._chunks(factory)
+        if plan.citations is None:
+            return chunks
+        return cited_chunks(chunks, plan.citations, plan.n, factory.content)
+
+    async def _chunks(self, factory: ChunkFactory) -> AsyncIterator[dict]:
+        plan = self.plan
         options = plan.request.stream_options
         include_usage = bool(options and options.include_usage)
         yield factory.opening(range(plan.n))

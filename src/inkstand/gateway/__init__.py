@@ -55,6 +55,13 @@ class Admission:
             self.gateway.limiter.release(self.request_hold)  # refused: not counted as a request
             raise
 
+    def check(self, tokens: int) -> None:
+        """Refuse as `reserve(tokens)` would now, reserving nothing (for work done before
+        the reservation, such as the `graph` tool's sub-questions)."""
+        self.reserve(tokens)
+        self.gateway.limiter.release(self.token_hold)
+        self.token_hold = None
+
 
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, usage: UsageLog) -> None:
