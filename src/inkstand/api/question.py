@@ -68,7 +68,7 @@ async def _whole(service: ChatService, plan: ChatPlan, asked: str) -> dict:
 
 
 async def _chunks(chunks: AsyncIterator[dict], plan: ChatPlan, asked: str) -> AsyncIterator[dict]:
-    data = plan.graph_data or {}
+    data = plan.tool_data.get("graph_data") or {}
     sources, subqueries = data.get("sources", []), data.get("subqueries", [])
     yield {"data": {"question": asked, "answer": "", "sources": sources, "subqueries": subqueries}}
     async for chunk in chunks:

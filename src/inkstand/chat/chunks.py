@@ -44,7 +44,7 @@ class ChoiceResult:
     finish_reason: str = "stop"
     tokens: list[TokenInfo] | None = None
     tool_calls: list[dict[str, Any]] | None = None  # already in wire shape
-    graph_data: dict[str, Any] | None = None  # this choice's own (with its references)
+    tool_data: dict[str, Any] | None = None  # this choice's own (graph references ...)
 
 
 def tool_call_body(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -63,12 +63,14 @@ def completion_body(
     model: str,
     choices: list[ChoiceResult],
     usage: dict,
-    graph_data: dict[str, Any] | None = None,
+    tool_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`tool_data`: what a built-in tool adds to every choice's message (`graph_data`,
+    `llm_data`, `translation_data`)."""
     return {
         "id": response_id,
         "object": "chat.completion",
-        "choices": [_choice(c, graph_data) for c in choices],
+        "choices": [_choice(c, tool_data or {}) for c in choices],
         "created": created,
         "model": model,
         "usage": usage,
@@ -77,7 +79,7 @@ def completion_body(
     }
 
 
-def _choice(choice: ChoiceResult, graph_data: dict[str, Any] | None = None) -> dict[str, Any]:
+def _choice(choice: ChoiceResult, tool_data: dict[str, Any]) -> dict[str, Any]:
     logprobs = None
     if choice.tokens is not None:
         logprobs = {"content": logprob_entries(choice.tokens), "refusal": None}
@@ -88,12 +90,14 @@ def _choice(choice: ChoiceResult, graph_data: dict[str, Any] | None = None) -> d
             "content": choice.text,
             "role": "assistant",
             "tool_calls": choice.tool_calls or None,
-            "graph_data": choice.graph_data or graph_data or empty_graph_data(),
+            "graph_data": empty_graph_data(),
             "llm_data": None,
             "image_data": None,
             "translation_data": None,
             "web_search_data": None,
             "refusal": None,
+            **tool_data,
+            **(choice.tool_data or {}),
         },
         "logprobs": logprobs,
     }
@@ -106,7 +110,7 @@ class ChunkFactory:
     response_id: str
     created: int
     model: str
-    graph_data: dict[str, Any] | None = None  # the `graph` tool's, in the opening chunk only
+    tool_data: dict[str, Any] | None = None  # a built-in tool's, in the opening chunk only
     _head: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +132,7 @@ class ChunkFactory:
 
     def opening(self, indexes: range) -> dict[str, Any]:
         """The first chunk: the assistant role for every choice, in index order."""
-        return self._chunk([_opening_choice(i, self.graph_data) for i in indexes])
+        return self._chunk([_opening_choice(i, self.tool_data or {}) for i in indexes])
 
     def content(self, index: int, text: str, tokens: list[TokenInfo] | None) -> dict[str, Any]:
         logprobs = None
@@ -181,7 +185,7 @@ class ChunkFactory:
         )
 
 
-def _opening_choice(index: int, graph_data: dict[str, Any] | None) -> dict[str, Any]:
+def _opening_choice(index: int, tool_data: dict[str, Any]) -> dict[str, Any]:
     return {
         "index": index,
         "finish_reason": None,
@@ -189,8 +193,9 @@ def _opening_choice(index: int, graph_data: dict[str, Any] | None) -> dict[str, 
             "role": "assistant",
             "content": None,
             "tool_calls": None,
-            "graph_data": graph_data or empty_graph_data(),
+            "graph_data": empty_graph_data(),
             "refusal": None,
+            **tool_data,
         },
         "message": {"role": "assistant", "content": "", "refusal": None},
         "logprobs": None,

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
 from inkstand.chat.catalog import Catalog, Served, ServedModel, ServedUpstream
@@ -43,9 +43,16 @@ from inkstand.chat.toolformat import HermesFormat, tool_format
 from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
-from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment, LLMTool
 from inkstand.tools.citations import Citations, cited_chunks
-from inkstand.tools.graph import graph_tool, ground, read_query_config
+from inkstand.tools.delegate import (
+    PROMPT_TOKENS,
+    delegate_request,
+    llm_tool,
+    prompt_request,
+    read_prompt,
+)
+from inkstand.tools.graph import graph_tool, ground, latest_question, read_query_config
 from inkstand.tools.subqueries import Asked, work_estimate
 from inkstand.upstream.translate import UpstreamJob, chat_job
 
@@ -89,7 +96,8 @@ class ChatPlan:
     response_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: int = field(default_factory=lambda: int(time.time()))
     usage: Usage = field(default_factory=Usage)
-    graph_data: dict | None = None  # what the `graph` tool found, sent once
+    # What a built-in tool adds to the message (`graph_data`, `llm_data` ...), sent once.
+    tool_data: dict[str, Any] = field(default_factory=dict)
     citations: Citations | None = None  # the `graph` tool's, with `inline_citations`
 
     def open(self) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
@@ -171,6 +179,9 @@ class ChatService:
         `graph` tool's sub-questions run (their tokens count in the answer's `usage`)."""
         self._check_counts(request)
         check_built_in_tools(request)
+        delegation = llm_tool(request)
+        if delegation is not None:
+            return await self._plan_delegation(request, delegation, scope, admit)
         tool = graph_tool(request)
         if tool is None:
             return await self._plan(request, scope)
@@ -186,9 +197,28 @@ class ChatService:
 
         grounded = await ground(request, tool, self.knowledge, ask, room)
         plan = await self._plan(grounded.request, scope)
-        plan.graph_data = grounded.graph_data
+        plan.tool_data = {"graph_data": grounded.graph_data}
         plan.citations = grounded.citations
         plan.usage.add_prior(grounded.spent.prompt, grounded.spent.completion)
+        return plan
+
+    async def _plan_delegation(
+        self, request: ChatRequest, tool: LLMTool, scope: str, admit: Admit | None
+    ) -> ChatPlan:
+        """The `llm` tool (`tools/delegate.py`): the request's model writes the prompt, the
+        delegate's answer is the response."""
+        delegate = tool.function.model
+        self.catalog.resolve(delegate)  # 400 for an unknown or removed id, before any work
+        writing = prompt_request(request, tool, delegate)
+        if admit is not None:
+            size = caller_text_size(writing.messages, None)
+            admit(estimate_tokens(size, len(writing.messages)) + PROMPT_TOKENS)
+        asked = await self._ask(writing, scope)
+        prompt = read_prompt(asked.text) or latest_question(request.messages)
+        plan = await self._plan(delegate_request(request, delegate, prompt), scope)
+        plan.request = plan.request.model_copy(update={"model": request.model})
+        plan.usage.add_prior(asked.prompt_tokens, asked.completion_tokens)
+        plan.tool_data = {"llm_data": {"prompt": prompt, "model": delegate}}
         return plan
 
     async def _ask(self, request: ChatRequest, scope: str) -> Asked:
@@ -308,14 +338,15 @@ class ChatService:
         if plan.citations is not None:
             for choice in choices:
                 choice.text, references = plan.citations.rewrite_whole(choice.text)
-                choice.graph_data = {**(plan.graph_data or {}), "references": references}
+                graph_data = {**plan.tool_data["graph_data"], "references": references}
+                choice.tool_data = {"graph_data": graph_data}
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
             model=plan.request.model,
             choices=choices,
             usage=plan.usage.body(),
-            graph_data=plan.graph_data,
+            tool_data=plan.tool_data,
         )
 
     def open_stream(self, plan: ChatPlan) -> ChatStream:
@@ -381,7 +412,7 @@ class ChatStream(PrimedStream):
     def chunks(self) -> AsyncIterator[dict]:
         plan = self.plan
         factory = ChunkFactory(
-            plan.response_id, plan.created, plan.request.model, graph_data=plan.graph_data
+            plan.response_id, plan.created, plan.request.model, tool_data=plan.tool_data
         )
         chunks = self._chunks(factory)
         if plan.citations is None:
