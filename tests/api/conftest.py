@@ -1,4 +1,8 @@
-"""The app in-process over httpx's ASGI transport, on the scripted fake backend."""
+"""The app in-process over httpx's ASGI transport, on the scripted fake backend.
+
+A module marked `knowledge` (the Files and Graphs API tests) gets, as `app`, the app with
+small file limits and its ingestion worker stopped (`knowledge_app`).
+"""
 
 import contextlib
 
@@ -12,9 +16,19 @@ from inkstand.engine import Engine
 from inkstand.metrics import Metrics
 from inkstand.store import open_store
 
+from ..contract.openapi import writer_validators
+
 KEY = "test-key"
 FAKE_PATH = "fake.gguf"
 CTX = 512
+MAX_FILE = 64 * 1024  # `max_file_bytes` and `max_storage_bytes` of the knowledge app
+MAX_STORAGE = 160 * 1024
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "knowledge: `app` is the knowledge app (small file limits, no ingestion)"
+    )
 
 
 def settings(**overrides) -> Settings:
@@ -43,10 +57,52 @@ def build_app(backend: FakeBackend, app_settings: Settings):
 
 
 @pytest.fixture
-async def app(backend):
+async def app(request, backend):
+    if request.node.get_closest_marker("knowledge"):
+        async with knowledge_app(backend) as started:
+            yield started
+        return
     app = build_app(backend, settings(max_body_bytes=4096))
     async with app.router.lifespan_context(app):
         yield app
+
+
+class WakeRecorder:
+    """Stands in for the ingestion worker: counts the wake-ups the API gives it."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def close(self) -> None:
+        pass
+
+
+def quiet_ingestion(app) -> WakeRecorder:
+    """Stop the app's ingestion worker and put a `WakeRecorder` in its place, so files'
+    statuses change only as a test says."""
+    worker = getattr(app.state, "ingestion", None)
+    if worker is not None and hasattr(worker, "close"):
+        worker.close()
+    app.state.ingestion = WakeRecorder()
+    return app.state.ingestion
+
+
+@contextlib.asynccontextmanager
+async def knowledge_app(backend):
+    """The app, started, with small file limits and its ingestion worker stopped."""
+    app = build_app(backend, settings(max_file_bytes=MAX_FILE, max_storage_bytes=MAX_STORAGE))
+    async with app.router.lifespan_context(app):
+        quiet_ingestion(app)
+        yield app
+
+
+@pytest.fixture(scope="session")
+def schemas():
+    """Validators for Writer's OpenAPI component schemas (tests/contract), by name."""
+    return writer_validators()
 
 
 @contextlib.asynccontextmanager

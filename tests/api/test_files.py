@@ -5,7 +5,6 @@ app's worker, if it has one, is stopped, so statuses change only as the tests sa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import uuid
@@ -18,54 +17,12 @@ from inkstand.errors import InsufficientStorageError
 from inkstand.store import open_store
 from inkstand.store.files import FileStore
 
-from ..contract.openapi import writer_validators
-from .conftest import api_client, build_app, settings
+from .conftest import MAX_FILE, MAX_STORAGE, api_client, quiet_ingestion, settings
 from .test_errors import envelope_ok
 
-MAX_FILE = 64 * 1024
-MAX_STORAGE = 160 * 1024
+pytestmark = pytest.mark.knowledge
+
 TEXT = b"The lighthouse keeper lit the lamp at dusk.\n"
-
-
-class WakeRecorder:
-    """Stands in for the ingestion worker: counts the wake-ups the API gives it."""
-
-    def __init__(self) -> None:
-        self.wakes = 0
-
-    def wake(self) -> None:
-        self.wakes += 1
-
-    def close(self) -> None:
-        pass
-
-
-def quiet_ingestion(app) -> WakeRecorder:
-    worker = getattr(app.state, "ingestion", None)
-    if worker is not None and hasattr(worker, "close"):
-        worker.close()
-    app.state.ingestion = WakeRecorder()
-    return app.state.ingestion
-
-
-@contextlib.asynccontextmanager
-async def knowledge_app(backend):
-    """The app, started, with small file limits and its ingestion worker stopped."""
-    app = build_app(backend, settings(max_file_bytes=MAX_FILE, max_storage_bytes=MAX_STORAGE))
-    async with app.router.lifespan_context(app):
-        quiet_ingestion(app)
-        yield app
-
-
-@pytest.fixture
-async def app(backend):
-    async with knowledge_app(backend) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def schemas():
-    return writer_validators()
 
 
 def valid(schemas, name: str, body: dict) -> dict:

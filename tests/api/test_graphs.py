@@ -8,19 +8,9 @@ import uuid
 
 import pytest
 
-from ..contract.openapi import writer_validators
-from .test_files import knowledge_app, page, refused, set_status, upload, valid
+from .test_files import page, refused, set_status, upload, valid
 
-
-@pytest.fixture
-async def app(backend):
-    async with knowledge_app(backend) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def schemas():
-    return writer_validators()
+pytestmark = pytest.mark.knowledge
 
 
 async def create(client, **body) -> dict:

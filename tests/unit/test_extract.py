@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from inkstand.knowledge import extract as extraction
+from inkstand.knowledge import office
 from inkstand.knowledge.extract import Document, ExtractionError, Section, extract
 from tests.support import documents
 
@@ -108,7 +108,7 @@ def test_xlsx_gives_one_section_per_sheet_with_tab_separated_rows():
 
 
 def test_xlsx_reading_stops_at_the_row_cap_with_a_log_line(monkeypatch, caplog):
-    monkeypatch.setattr(extraction, "MAX_SHEET_ROWS", 3)
+    monkeypatch.setattr(office, "MAX_SHEET_ROWS", 3)
     rows = [[f"row {number}"] for number in range(10)]
     with caplog.at_level(logging.INFO, logger="inkstand.knowledge"):
         document = extract(documents.xlsx({"Big": rows}), "big.xlsx")
@@ -130,7 +130,7 @@ def test_an_old_binary_office_file_is_asked_for_in_the_new_format():
 
 
 def test_a_zip_that_unpacks_too_large_is_refused_before_parsing(monkeypatch):
-    monkeypatch.setattr(extraction, "MAX_UNCOMPRESSED_BYTES", 10_000)
+    monkeypatch.setattr(office, "MAX_UNCOMPRESSED_BYTES", 10_000)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("word/document.xml", b"<w/>")
