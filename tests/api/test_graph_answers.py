@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from inkstand.chat.service import snippet_room_chars
+from inkstand.chat.builtin import snippet_room_chars
 from inkstand.knowledge.search import Snippet
 from inkstand.schemas.chat import ChatRequest
 from inkstand.tools.graph import fit

@@ -297,9 +297,13 @@ BAD = {
         },
         "at most one built-in tool",
     ),
-    "a built-in tool": (
-        {"tools": [{"type": "llm", "function": {"description": "d", "model": "palmyra-x4"}}]},
-        "`llm` tool is not available",
+    "a built-in tool this server lacks": (
+        {
+            "tools": [
+                {"type": "web_search", "function": {"include_domains": [], "exclude_domains": []}}
+            ]
+        },
+        "`web_search` tool is not available",
     ),
     "json_schema without a schema": (
         {"response_format": {"type": "json_schema"}},

@@ -65,6 +65,16 @@ def plan_output(
     return OutputPlan(tools, builder.text(), triggers, parse_calls=True)
 
 
+# Built-in tools this server does not run, and what a caller can do instead.
+UNAVAILABLE_TOOLS = {
+    "web_search": ": it needs a web search service, and this server searches no web",
+    "vision": (
+        ": send the images as `image_url` fragments of a message to a model served by a "
+        "vision engine (an upstream model with `vision = true`)"
+    ),
+}
+
+
 def read_functions(request: ChatRequest) -> list[Function]:
     """The request's function tools, checked; 400 for built-in tools and bad definitions."""
     tools = request.tools or []
@@ -74,8 +84,9 @@ def read_functions(request: ChatRequest) -> list[Function]:
             f"A request may use at most one built-in tool; got {', '.join(built_in)}."
         )
     if built_in:
+        why = UNAVAILABLE_TOOLS.get(built_in[0], "")
         raise UnsupportedFeatureError(
-            f"The built-in `{built_in[0]}` tool is not available on this server yet."
+            f"The built-in `{built_in[0]}` tool is not available on this server{why}."
         )
     functions: list[Function] = []
     for i, tool in enumerate(tools):

@@ -26,6 +26,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inkstand.chat.builtin import Admit, estimate_tokens, plan_built_in
 from inkstand.chat.calls import CallChunks, extract_calls, finish_reason
 from inkstand.chat.catalog import Catalog, Served, ServedModel, ServedUpstream
 from inkstand.chat.chunks import (
@@ -39,25 +40,16 @@ from inkstand.chat.grammar import GrammarLimits
 from inkstand.chat.output import OutputPlan
 from inkstand.chat.planner import OutputPlanner
 from inkstand.chat.prompt import Prompt, caller_text_size, render_prompt
+from inkstand.chat.shaping import Shaping
 from inkstand.chat.toolformat import HermesFormat, tool_format
 from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
-from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment, LLMTool
-from inkstand.tools.citations import Citations, cited_chunks
-from inkstand.tools.delegate import (
-    PROMPT_TOKENS,
-    delegate_request,
-    llm_tool,
-    prompt_request,
-    read_prompt,
-)
-from inkstand.tools.graph import graph_tool, ground, latest_question, read_query_config
-from inkstand.tools.subqueries import Asked, work_estimate
+from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.tools.subqueries import Asked
 from inkstand.upstream.translate import UpstreamJob, chat_job
 
 Job = GenerationRequest | UpstreamJob
-Admit = Callable[[int], None]  # raises when the caller may not spend that many tokens now
 
 
 @dataclass
@@ -98,7 +90,7 @@ class ChatPlan:
     usage: Usage = field(default_factory=Usage)
     # What a built-in tool adds to the message (`graph_data`, `llm_data` ...), sent once.
     tool_data: dict[str, Any] = field(default_factory=dict)
-    citations: Citations | None = None  # the `graph` tool's, with `inline_citations`
+    shaping: Shaping | None = None  # a built-in tool's changes to what the caller sees
 
     def open(self) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         return open_job(self.served, self.generation)
@@ -111,28 +103,6 @@ def open_job(served: Served, job: Job) -> AbstractAsyncContextManager[AsyncItera
         return served.upstream.open(job)
     assert isinstance(served, ServedModel)
     return served.engine.stream(job)
-
-
-def estimate_tokens(chars: int, messages: int = 1) -> int:
-    """A prompt's tokens guessed from its characters (about four a token in English), for
-    rate limits before an upstream engine reports the real count."""
-    return chars // 4 + 8 * messages
-
-
-SOURCES_FRAME_TOKENS = 96  # the sources message's instructions and numbering
-SNIPPET_CHARS_PER_TOKEN = 3  # cautious: prose runs about four, other text fewer
-
-
-def snippet_room_chars(served: Served, request: ChatRequest) -> int:
-    """Characters of snippets the model's context has room for: the context less the
-    conversation (estimated) and the answer's room (`max_tokens`, or a quarter of the
-    context when it is not set)."""
-    spec = served.spec
-    answer_room = request.max_tokens or min(spec.max_output_tokens, spec.ctx_size // 4)
-    size = caller_text_size(request.messages, request.tools)
-    conversation = estimate_tokens(size, len(request.messages))
-    room = spec.ctx_size - answer_room - conversation - SOURCES_FRAME_TOKENS
-    return max(0, room) * SNIPPET_CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -175,65 +145,27 @@ class ChatService:
     ) -> ChatPlan:
         """Everything before generation; `scope` is whose prefix cache the request may use.
 
-        `admit(tokens)` raises when the caller may not spend `tokens` now: asked before the
-        `graph` tool's sub-questions run (their tokens count in the answer's `usage`)."""
+        `admit(tokens)` raises when the caller may not spend `tokens` now: asked before a
+        built-in tool's own generations run (their tokens count in the answer's `usage`)."""
         self._check_counts(request)
         check_built_in_tools(request)
-        delegation = llm_tool(request)
-        if delegation is not None:
-            return await self._plan_delegation(request, delegation, scope, admit)
-        tool = graph_tool(request)
-        if tool is None:
-            return await self._plan(request, scope)
-        if self.knowledge is None:
-            raise UnsupportedFeatureError("This server has no knowledge base for `graph` tools.")
-        room = snippet_room_chars(self.catalog.resolve(request.model), request)
-        if tool.function.subqueries and admit is not None:
-            config = read_query_config(tool.function.query_config)
-            admit(work_estimate(config.max_subquestions, room))
+        planned = await plan_built_in(self, request, scope, admit)
+        return planned if planned is not None else await self.plan_generation(request, scope)
 
-        async def ask(inner: ChatRequest) -> Asked:
-            return await self._ask(inner, scope)
-
-        grounded = await ground(request, tool, self.knowledge, ask, room)
-        plan = await self._plan(grounded.request, scope)
-        plan.tool_data = {"graph_data": grounded.graph_data}
-        plan.citations = grounded.citations
-        plan.usage.add_prior(grounded.spent.prompt, grounded.spent.completion)
-        return plan
-
-    async def _plan_delegation(
-        self, request: ChatRequest, tool: LLMTool, scope: str, admit: Admit | None
-    ) -> ChatPlan:
-        """The `llm` tool (`tools/delegate.py`): the request's model writes the prompt, the
-        delegate's answer is the response."""
-        delegate = tool.function.model
-        self.catalog.resolve(delegate)  # 400 for an unknown or removed id, before any work
-        writing = prompt_request(request, tool, delegate)
-        if admit is not None:
-            size = caller_text_size(writing.messages, None)
-            admit(estimate_tokens(size, len(writing.messages)) + PROMPT_TOKENS)
-        asked = await self._ask(writing, scope)
-        prompt = read_prompt(asked.text) or latest_question(request.messages)
-        plan = await self._plan(delegate_request(request, delegate, prompt), scope)
-        plan.request = plan.request.model_copy(update={"model": request.model})
-        plan.usage.add_prior(asked.prompt_tokens, asked.completion_tokens)
-        plan.tool_data = {"llm_data": {"prompt": prompt, "model": delegate}}
-        return plan
-
-    async def _ask(self, request: ChatRequest, scope: str) -> Asked:
-        """One internal generation (a `graph` tool's sub-question), on the request's path;
-        its `max_tokens` held within the model's output cap and half its context."""
+    async def ask(self, request: ChatRequest, scope: str) -> Asked:
+        """One internal generation (a built-in tool's), whole, on the request's path; its
+        `max_tokens` held within the model's output cap and half its context."""
         spec = self.catalog.resolve(request.model).spec
         cap = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
         request = request.model_copy(update={"max_tokens": min(cap, spec.ctx_size // 2)})
-        plan = await self._plan(request, scope)
+        plan = await self.plan_generation(request, scope)
         body = await self.complete(plan)
         usage = body["usage"]
         text = body["choices"][0]["message"]["content"] or ""
         return Asked(text, usage["prompt_tokens"], usage["completion_tokens"])
 
-    async def _plan(self, request: ChatRequest, scope: str) -> ChatPlan:
+    async def plan_generation(self, request: ChatRequest, scope: str) -> ChatPlan:
+        """The plan of one generation (no built-in tools left in `request`)."""
         served = self.catalog.resolve(request.model)
         if isinstance(served, ServedUpstream):
             return await self._plan_upstream(request, served, scope)
@@ -335,11 +267,9 @@ class ChatService:
         if plan.output.parse_calls:
             for choice in choices:
                 extract_calls(choice)
-        if plan.citations is not None:
+        if plan.shaping is not None:
             for choice in choices:
-                choice.text, references = plan.citations.rewrite_whole(choice.text)
-                graph_data = {**plan.tool_data["graph_data"], "references": references}
-                choice.tool_data = {"graph_data": graph_data}
+                plan.shaping.whole(choice)
         return completion_body(
             response_id=plan.response_id,
             created=plan.created,
@@ -411,13 +341,13 @@ class ChatStream(PrimedStream):
 
     def chunks(self) -> AsyncIterator[dict]:
         plan = self.plan
+        shaping = plan.shaping
+        opening_data = plan.tool_data if shaping is None or shaping.opening_data else None
         factory = ChunkFactory(
-            plan.response_id, plan.created, plan.request.model, tool_data=plan.tool_data
+            plan.response_id, plan.created, plan.request.model, tool_data=opening_data
         )
         chunks = self._chunks(factory)
-        if plan.citations is None:
-            return chunks
-        return cited_chunks(chunks, plan.citations, plan.n, factory.content)
+        return chunks if shaping is None else shaping.stream(chunks, plan.n, factory)
 
     async def _chunks(self, factory: ChunkFactory) -> AsyncIterator[dict]:
         plan = self.plan
