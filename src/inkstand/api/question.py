@@ -21,6 +21,7 @@ from inkstand.api.gateway import admission, cache_scope
 from inkstand.chat.service import ChatPlan, ChatService
 from inkstand.schemas.chat import ChatRequest
 from inkstand.schemas.question import QuestionRequest
+from inkstand.tools.graph import UnknownGraphsError
 
 
 async def question(request: Request):
@@ -30,7 +31,10 @@ async def question(request: Request):
     request.state.model = model
     admission(request).authorize(model)
     chat = as_chat(body, model)
-    plan = await service.plan(chat, scope=cache_scope(request), admit=admission(request).check)
+    try:
+        plan = await service.plan(chat, scope=cache_scope(request), admit=admission(request).check)
+    except UnknownGraphsError as error:
+        raise error.naming("graph_ids") from None
     asked = body.question
     if not body.stream:
         return await answer(request, plan, lambda: _whole(service, plan, asked), None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import multiprocessing
 import pickle
 from collections import OrderedDict
 
@@ -25,6 +24,7 @@ from inkstand.chat.output import OutputPlan, plan_output
 from inkstand.chat.toolformat import HermesFormat
 from inkstand.errors import EngineError
 from inkstand.schemas.chat import ChatRequest
+from inkstand.workers import worker_pool
 
 CACHE_SIZE = 64
 # Plans of larger tools and formats (pickled) are not remembered: a plan holds its request's
@@ -72,10 +72,7 @@ class OutputPlanner:
 
     def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
-            # `spawn`: the server has threads (engine, store writer), which fork would copy
-            # mid-flight.
-            context = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.processes, context)
+            self._pool = worker_pool(self.processes)  # spawned; they die with the server
         return self._pool
 
     def start(self) -> None:

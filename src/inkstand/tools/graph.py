@@ -58,6 +58,22 @@ DEFAULT_THRESHOLD = 0.0
 Connect = Callable[[], sqlite3.Connection]
 
 
+class UnknownGraphsError(BadRequestError):
+    """Graph ids the store does not have (400: they come in a body, not the path)."""
+
+    def __init__(self, graph_ids: list[str], field: str = "tools[].function.graph_ids") -> None:
+        listed = ", ".join(graph_ids[:10]) + (" ..." if len(graph_ids) > 10 else "")
+        super().__init__(
+            f"`{field}` names graphs this server does not have: {listed}.",
+            extras={"graph_ids": graph_ids[:100]},
+        )
+        self.graph_ids = graph_ids
+
+    def naming(self, field: str) -> UnknownGraphsError:
+        """The same error, naming the field as the caller spelt it."""
+        return UnknownGraphsError(self.graph_ids, field)
+
+
 @dataclass(frozen=True)
 class QueryConfig:
     max_snippets: int = 30
@@ -235,10 +251,7 @@ def _retrieve(connect: Connect, graph_ids: list[str], question: str, config: Que
     try:
         unknown = _unknown_graphs(conn, graph_ids)
         if unknown:
-            raise BadRequestError(
-                f"`tools[].function.graph_ids` names graphs this server does not have: "
-                f"{', '.join(unknown)}."
-            )
+            raise UnknownGraphsError(unknown)
         snippets = search(
             conn,
             graph_ids,
