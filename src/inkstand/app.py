@@ -64,13 +64,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        await asyncio.to_thread(runtime.start_semantic)  # before the worker that embeds
         if engines is not None:
             runtime.install(engines)
         else:
             runtime.load_in_background()
             settle_heap()
         runtime.start_upstreams()
-        ingestion.start()  # files left in progress by an earlier run are done first
+        ingestion.start(runtime.embedder)  # files left in progress are done first
         pruning = asyncio.create_task(keep_pruned(usage, settings.usage_retention_days))
         try:
             yield

@@ -116,6 +116,25 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes reading uploaded files (default 1; 0: in the ingest thread)",
     )
     serve.add_argument(
+        "--embedding-model",
+        metavar="GGUF",
+        help="semantic search for Knowledge Graphs: a GGUF embedded by llama.cpp, or "
+        "`embedded` for the shipped model (default: none, keyword search only)",
+    )
+    serve.add_argument(
+        "--embedding-url",
+        metavar="URL",
+        help="or an OpenAI-compatible engine's base URL, `/v1` included (its /embeddings)",
+    )
+    serve.add_argument(
+        "--embedding-upstream-model", help="the model name the embedding engine expects"
+    )
+    serve.add_argument(
+        "--embedding-api-key-env",
+        metavar="VARIABLE",
+        help="an environment variable holding the embedding engine's key",
+    )
+    serve.add_argument(
         "--cache-scope",
         choices=("key", "shared"),
         help="prefix cache per API key (default) or shared by all keys (one tenant)",

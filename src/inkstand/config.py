@@ -112,6 +112,11 @@ class Settings:
     max_grammar_rules: int = 4096  # rules in that grammar
     planner_processes: int = 1  # worker processes for tools and response formats; 0: inline
     ingest_processes: int = 1  # worker processes reading uploaded files; 0: in the ingest thread
+    # Semantic search for Knowledge Graphs (knowledge/embedding.py); both empty: keyword only.
+    embedding_model: str = ""  # a GGUF run by llama.cpp in embedding mode, or "embedded"
+    embedding_url: str = ""  # or an OpenAI-compatible base URL (`/v1` included): its /embeddings
+    embedding_upstream_model: str = ""  # the model name that engine expects
+    embedding_api_key_env: str = ""  # a variable holding that engine's key
     cache_scope: str = "key"  # "key": prefix cache per API key; "shared": one for all keys
     rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
     tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
@@ -195,10 +200,50 @@ def load_settings(
             "settings `max_file_bytes` (1 or more) and `max_storage_bytes` (0: no limit) "
             f"are out of range: {settings.max_file_bytes}, {settings.max_storage_bytes}"
         )
+    _check_embedding(settings)
     if not models:
         return settings
+    embedding_gguf(settings)  # a missing GGUF stops the server here, not at start
     model_specs = _model_specs(entries, settings.ctx_size)
     return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
+
+
+def _check_embedding(settings: Settings) -> None:
+    if settings.embedding_model and settings.embedding_url:
+        raise ConfigError(
+            "settings `embedding_model` and `embedding_url` are both set; semantic search uses "
+            "one embedding model: a GGUF (`embedding_model`) or an engine's /embeddings "
+            "(`embedding_url`)"
+        )
+    if settings.embedding_url:
+        if not settings.embedding_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"setting `embedding_url` is not an http(s) URL: {settings.embedding_url}"
+            )
+        if not settings.embedding_upstream_model:
+            raise ConfigError(
+                "setting `embedding_url` needs `embedding_upstream_model`, the model name the "
+                "engine expects"
+            )
+    elif settings.embedding_upstream_model or settings.embedding_api_key_env:
+        raise ConfigError(
+            "settings `embedding_upstream_model` and `embedding_api_key_env` are for an engine "
+            "at `embedding_url`, which is not set"
+        )
+
+
+def embedding_gguf(settings: Settings) -> str | None:
+    """The GGUF file semantic search embeds with: `embedding_model`, "embedded" meaning the
+    shipped model; None when it is not set."""
+    if not settings.embedding_model:
+        return None
+    if settings.embedding_model == "embedded":
+        return find_embedded_model()
+    if not Path(settings.embedding_model).is_file():
+        raise ConfigError(
+            f"setting `embedding_model`: GGUF file {settings.embedding_model} does not exist"
+        )
+    return settings.embedding_model
 
 
 def _coerce(name: str, raw: object) -> object:

@@ -7,6 +7,10 @@ Models load on a worker thread after the server starts listening, so `/health` c
 while they load; API calls made before then get a 503 with `Retry-After`. A model that failed
 to load answers 503 with `x-should-retry: false` and the reason (authenticated callers only;
 `/health` says just "failed").
+
+With an embedding model configured (`embedding_model` or `embedding_url`), the runtime also
+owns the `Embedder` and the `SemanticSearch` over its vectors: opened by `start_semantic()`
+before the ingestion worker starts (which is handed the embedder), closed last.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
 from inkstand.errors import ModelFailedError, OverloadedError
+from inkstand.knowledge.embedding import Embedder, open_embedder
+from inkstand.knowledge.semantic import SemanticSearch
+from inkstand.tools.graph import Knowledge
 from inkstand.upstream import UpstreamModel
 from inkstand.upstream.replicas import Fleet
 
@@ -44,6 +51,10 @@ class Runtime:
         self._catalog: Catalog | None = None
         # Opens a read connection to the store, for the `graph` tool (set by the app).
         self.knowledge: Callable[[], sqlite3.Connection] | None = None
+        # Semantic search, when an embedding model is configured (`start_semantic`): the
+        # ingestion worker's embedder, and what `knowledge.hybrid.retrieve` takes.
+        self.embedder: Embedder | None = None
+        self.semantic: SemanticSearch | None = None
         self._service: ChatService | None = None
         self._completions: CompletionService | None = None
         fleet = Fleet()  # model ids on one engine share its replicas
@@ -110,7 +121,10 @@ class Runtime:
             settings.max_images,
             settings.max_image_bytes,
         )
-        self._service = ChatService(self._catalog, limits, self.planner, self.knowledge)
+        knowledge = None
+        if self.knowledge is not None:
+            knowledge = Knowledge(self.knowledge, self.semantic)
+        self._service = ChatService(self._catalog, limits, self.planner, knowledge)
         self._completions = CompletionService(self._catalog, limits)
         self.ready = True
 
@@ -149,6 +163,15 @@ class Runtime:
         config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
         return Engine(backend, name=spec.id, config=config, observer=self.observer)
 
+    def start_semantic(self) -> None:
+        """Open the configured embedding model, if any (blocks: loads a GGUF)."""
+        embedder = open_embedder(self.settings)
+        if embedder is None:
+            return
+        self.embedder = embedder
+        self.semantic = SemanticSearch(embedder)
+        log.info("semantic search: embedding with %s", embedder.name)
+
     def start_upstreams(self) -> None:
         """Probe every upstream's replicas (on the running event loop)."""
         for upstream in self.upstreams.values():
@@ -167,3 +190,5 @@ class Runtime:
         self.planner.close()
         for engine in self.engines.values():
             engine.close()
+        if self.semantic is not None:
+            self.semantic.close()  # after the ingestion worker, which embeds with it

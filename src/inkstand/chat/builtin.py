@@ -12,7 +12,6 @@ limit (`admit`). What the caller sees beyond the generation comes from the plan'
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +21,7 @@ from inkstand.chat.shaping import CitationShaping, WholeTextShaping
 from inkstand.errors import BadRequestError, UnsupportedFeatureError
 from inkstand.schemas.chat import ChatRequest, GraphTool, LLMTool, TranslationTool
 from inkstand.tools import delegate, translate
-from inkstand.tools.graph import ground, latest_question, read_query_config
+from inkstand.tools.graph import Knowledge, ground, latest_question, read_query_config
 from inkstand.tools.subqueries import Asked, work_estimate
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ class Generator(Protocol):
     """What built-in tools need of the chat service."""
 
     catalog: Catalog
-    knowledge: Callable[[], sqlite3.Connection] | None
+    knowledge: Knowledge | None
 
     async def plan_generation(self, request: ChatRequest, scope: str) -> ChatPlan: ...
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +45,7 @@ from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEven
 from inkstand.engine.types import CallEvent, Event
 from inkstand.errors import BadRequestError, ContextLengthError, UnsupportedFeatureError
 from inkstand.schemas.chat import BUILT_IN_TOOL_TYPES, ChatRequest, ImageFragment
+from inkstand.tools.graph import Knowledge
 from inkstand.tools.subqueries import Asked
 from inkstand.upstream.translate import UpstreamJob, chat_job
 
@@ -132,9 +132,9 @@ class ChatService:
         catalog: Catalog,
         limits: RequestLimits = RequestLimits(),
         planner: OutputPlanner | None = None,
-        knowledge: Callable[[], sqlite3.Connection] | None = None,
+        knowledge: Knowledge | None = None,
     ) -> None:
-        """`knowledge` opens a read connection to the store, for the `graph` tool."""
+        """`knowledge`: what the `graph` tool retrieves from (none: the tool is a 400)."""
         self.catalog = catalog
         self.limits = limits
         self.planner = planner or OutputPlanner(GrammarLimits(), processes=0)

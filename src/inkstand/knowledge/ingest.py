@@ -11,11 +11,21 @@ A file that cannot be read is marked `failed` with the extractor's reason (encry
 only images, unsupported content). A file deleted while it is being read is dropped
 quietly: every write checks that its row still stands. The worker sleeps until woken
 (`wake()`, after an upload or a retry) or `POLL_SECONDS` pass.
+
+With an embedding model (`start(embedder)`, knowledge/embedding.py) each batch of chunks is
+embedded once written, `EMBED_BATCH` chunks a call, here on this thread, and the vectors
+written beside them (`chunk_vectors`) before the file is marked `completed`. Then, once no
+file is waiting, the chunks of completed files with no vector of this model (files ingested
+before semantic search was turned on, or whose embedding failed) are embedded too
+(backfill), in id order, yielding to any file that arrives. An embedding failure loses
+nothing: it is logged, the file is still completed (keyword search finds it), and its chunks
+are left to the backfill, tried again at the next pass.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import sqlite3
@@ -24,14 +34,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from inkstand.knowledge.chunking import Chunk, chunk
+from inkstand.knowledge.embedding import Embedder, EmbeddingError
 from inkstand.knowledge.extract import ExtractionError, extract
+from inkstand.knowledge.semantic import vector_blob
 
 log = logging.getLogger("inkstand.ingest")
 
 POLL_SECONDS = 30.0
 WRITE_BATCH = 500  # chunks per store transaction: other writes wait no longer than that
 MAX_CHUNK_CHARS = 2000  # ~500 tokens: recall@5 0.89 at 1,200, 0.96 at 2,000 (bench/kg.py)
+# Chunks a call to the embedder, their vectors written together; the worker looks for a stop
+# between calls (4 chunks: ~15 s for the embedded model on one slow core, within close()'s wait).
+EMBED_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -58,9 +75,15 @@ class Ingestion:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._embedder: Embedder | None = None
+        self._backfill_due = True  # chunks may lack vectors: at start, and after a failure
+        self._embedding_fails = False
         self.done = 0  # files finished (completed or failed), for tests
+        self.embedded = 0  # chunks given a vector, for tests
 
-    def start(self) -> None:
+    def start(self, embedder: Embedder | None = None) -> None:
+        """Run the worker; with `embedder`, chunks get vectors too (the caller closes it)."""
+        self._embedder = embedder
         self._thread = threading.Thread(target=self._loop, name="inkstand-ingest", daemon=True)
         self._thread.start()
 
@@ -85,6 +108,7 @@ class Ingestion:
                     if self._stop.is_set():
                         return
                     self._ingest(waiting)
+                self._backfill()
             except Exception:  # the worker outlives any one failure
                 log.exception("ingestion: a pass failed")
             self._wake.wait(POLL_SECONDS)
@@ -114,10 +138,57 @@ class Ingestion:
     def _store(self, file_id: str, chunks: list[Chunk]) -> None:
         if not self._write(lambda conn: _clear(conn, file_id)):
             return  # deleted meanwhile
+        embedding = self._embedder is not None
         for at in range(0, len(chunks), WRITE_BATCH):
-            if not self._write(_inserting(file_id, at, chunks[at : at + WRITE_BATCH])):
+            batch = chunks[at : at + WRITE_BATCH]
+            ids = self._write(_inserting(file_id, at, batch))
+            if ids is None:
                 return
+            for start in range(0, len(ids), EMBED_BATCH) if embedding else ():
+                part = slice(start, start + EMBED_BATCH)
+                stored = self._embed(ids[part], [c.text for c in batch[part]])
+                if stored is False or self._stop.is_set():
+                    return  # deleted meanwhile, or stopping (redone at the next start)
+                embedding = stored is not None  # failed: the rest is left to the backfill
         self._write(lambda conn: _complete(conn, file_id))
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def _embed(self, ids: list[int], texts: list[str]) -> bool | None:
+        """Embed and store; False if the chunks are gone, None if embedding failed."""
+        assert self._embedder is not None
+        try:
+            vectors = self._embedder.embed(texts)
+        except EmbeddingError as exc:
+            self._backfill_due = True
+            if not self._embedding_fails and not self._stop.is_set():
+                log.warning("embedding failed; keyword search only until it works: %s", exc)
+            self._embedding_fails = True
+            return None
+        if self._embedding_fails:
+            log.info("embedding works again")
+            self._embedding_fails = False
+        name = self._embedder.name
+        stored = self._write(lambda conn: _store_vectors(conn, name, ids, vectors))
+        self.embedded += stored
+        return stored > 0
+
+    def _backfill(self) -> None:
+        """Embed completed files' chunks with no vector of this model, until none is left, a
+        file arrives (`wake()`) or embedding fails (retried at the next pass)."""
+        if self._embedder is None or not self._backfill_due:
+            return
+        name = self._embedder.name
+        after = 0
+        while not self._stop.is_set() and not self._wake.is_set():
+            rows = self._write(functools.partial(_unembedded, model=name, after=after))
+            if not rows:
+                self._backfill_due = False
+                return
+            ids = [chunk_id for chunk_id, _ in rows]
+            if self._embed(ids, [text for _, text in rows]) is None:
+                return
+            after = ids[-1]
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return self._submit(fn).result()
@@ -159,18 +230,53 @@ def _clear(conn: sqlite3.Connection, file_id: str) -> bool:
 
 def _inserting(
     file_id: str, first: int, chunks: list[Chunk]
-) -> Callable[[sqlite3.Connection], bool]:
+) -> Callable[[sqlite3.Connection], list[int] | None]:
     return lambda conn: _insert(conn, file_id, first, chunks)
 
 
-def _insert(conn: sqlite3.Connection, file_id: str, first: int, chunks: list[Chunk]) -> bool:
+def _insert(
+    conn: sqlite3.Connection, file_id: str, first: int, chunks: list[Chunk]
+) -> list[int] | None:
+    """Write the chunks; their ids in order, or None if the file is no longer waiting."""
     if not _still_waiting(conn, file_id):
-        return False
+        return None
     conn.executemany(
         'INSERT INTO chunks (file_id, ord, text, page, start, "end") VALUES (?, ?, ?, ?, ?, ?)',
         [(file_id, first + i, c.text, c.page, c.start, c.end) for i, c in enumerate(chunks)],
     )
-    return True
+    rows = conn.execute(
+        "SELECT id FROM chunks WHERE file_id = ? AND ord >= ? AND ord < ? ORDER BY ord",
+        (file_id, first, first + len(chunks)),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _store_vectors(
+    conn: sqlite3.Connection, model: str, ids: list[int], vectors: np.ndarray
+) -> int:
+    """Write the vectors of the chunks that still exist (a file may have been deleted while
+    they were embedded; only this worker adds chunks, so no id was reused meanwhile)."""
+    stored = 0
+    for chunk_id, vector in zip(ids, vectors, strict=True):
+        stored += conn.execute(
+            "INSERT OR REPLACE INTO chunk_vectors (chunk_id, model, vector) "
+            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
+            (chunk_id, model, vector_blob(vector), chunk_id),
+        ).rowcount
+    return stored
+
+
+def _unembedded(
+    conn: sqlite3.Connection, *, model: str, after: int, limit: int = EMBED_BATCH
+) -> list[tuple[int, str]]:
+    """Chunks of completed files past id `after` with no vector of `model`, in id order."""
+    return conn.execute(
+        "SELECT c.id, c.text FROM chunks AS c JOIN files AS f ON f.id = c.file_id "
+        "WHERE c.id > ? AND f.status = 'completed' AND NOT EXISTS ("
+        "    SELECT 1 FROM chunk_vectors AS v WHERE v.chunk_id = c.id AND v.model = ?) "
+        "ORDER BY c.id LIMIT ?",
+        (after, model, limit),
+    ).fetchall()
 
 
 def _complete(conn: sqlite3.Connection, file_id: str) -> None:

@@ -2,15 +2,16 @@
 
 Before generation: the graph ids are checked (400 naming unknown ones), `query_config` is
 read (400 naming a field out of its range), and the chunks that best match the latest user
-message are retrieved (`knowledge/search.py`, off the event loop). They become one system
-message ahead of the conversation, numbered, within `query_config.max_tokens` and within
-the room the model's context leaves (`room_chars`, from the service: the context less the
-conversation and the answer's room), counted at four characters a token; the prompt size
-check and the context limit still apply after. With `subqueries: true` the question is
-first split and each part answered from its own retrieval (`tools/subqueries.py`); those
-answers join the system message and `graph_data.subqueries`. With
-`query_config.inline_citations` the model is asked to cite by number and its markers become
-links (`tools/citations.py`).
+message are retrieved (`knowledge/hybrid.py`: the keyword index, merged with semantic
+search by `search_weight` when an embedding model is configured; off the event loop).
+They become one system message ahead of the conversation, numbered, within
+`query_config.max_tokens` and within the room the model's context leaves (`room_chars`,
+from `chat/builtin.py`: the context less the conversation and the answer's room), counted
+at four characters a token; the prompt size check and the context limit still apply
+after. With `subqueries: true` the question is first split and each part answered from
+its own retrieval (`tools/subqueries.py`); those answers join the system message and
+`graph_data.subqueries`. With `query_config.inline_citations` the model is asked to cite
+by number and its markers become links (`tools/citations.py`).
 
 Generation is then the model's normal one; the answer's `graph_data` carries the snippets
 used as `sources` and `status: "finished"`. `usage` counts what the model processed: the
@@ -28,7 +29,9 @@ from typing import Any
 
 from inkstand.chat.prompt import message_text
 from inkstand.errors import BadRequestError
-from inkstand.knowledge.search import Snippet, search
+from inkstand.knowledge.hybrid import retrieve
+from inkstand.knowledge.search import Snippet
+from inkstand.knowledge.semantic import SemanticSearch
 from inkstand.schemas.chat import ChatMessage, ChatRequest, GraphTool
 from inkstand.tools.citations import Citations, Source
 from inkstand.tools.subqueries import (
@@ -56,6 +59,15 @@ RANGES: dict[str, tuple[type, float, float, Any]] = {
 DEFAULT_THRESHOLD = 0.0
 
 Connect = Callable[[], sqlite3.Connection]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What retrieval reads: a new read connection to the store per call, and the semantic
+    search when an embedding model is configured (`knowledge/hybrid.py`)."""
+
+    connect: Connect
+    semantic: SemanticSearch | None = None
 
 
 class UnknownGraphsError(BadRequestError):
@@ -147,19 +159,19 @@ def latest_question(messages: list[ChatMessage]) -> str:
 
 
 async def ground(
-    request: ChatRequest, tool: GraphTool, connect: Connect, ask: Ask, room_chars: int
+    request: ChatRequest, tool: GraphTool, knowledge: Knowledge, ask: Ask, room_chars: int
 ) -> Grounded:
     """`request` with the graphs' best snippets ahead of it, and the `graph_data` to send."""
     config = read_query_config(tool.function.query_config)
     question = latest_question(request.messages)
     graph_ids = tool.function.graph_ids
-    found = await asyncio.to_thread(_retrieve, connect, graph_ids, question, config)
+    found = await asyncio.to_thread(_retrieve, knowledge, graph_ids, question, config)
     budget = max(0, min(config.max_tokens * CHARS_PER_TOKEN, room_chars))
     spent = Spent()
     subqueries: list[dict[str, Any]] = []
     answered: list[tuple[str, str]] = []
     if tool.function.subqueries:
-        parts = Subqueries(request.model, connect, graph_ids, config, ask, spent)
+        parts = Subqueries(request.model, knowledge, graph_ids, config, ask, spent)
         subqueries, answered, more = await parts.run(question, budget)
         found = _merged(found, more)
     used = fit(found.snippets, budget)
@@ -191,7 +203,7 @@ class Subqueries:
     """Splits a question, retrieves and answers each part (see `tools/subqueries.py`)."""
 
     model: str
-    connect: Connect
+    knowledge: Knowledge
     graph_ids: list[str]
     config: QueryConfig
     ask: Ask
@@ -208,7 +220,10 @@ class Subqueries:
             self.config, max_snippets=min(self.config.max_snippets, SUBANSWER_SNIPPETS)
         )
         founds = await asyncio.gather(
-            *(asyncio.to_thread(_retrieve, self.connect, self.graph_ids, q, config) for q in parts)
+            *(
+                asyncio.to_thread(_retrieve, self.knowledge, self.graph_ids, q, config)
+                for q in parts
+            )
         )
         share = max(1000, budget // 2)
         used = [fit(f.snippets, share) for f in founds]
@@ -246,18 +261,23 @@ def _source(snippet: Snippet, names: dict[str, str]) -> Source:
     return Source(snippet.file_id, name, snippet.text, snippet.score, snippet.page)
 
 
-def _retrieve(connect: Connect, graph_ids: list[str], question: str, config: QueryConfig) -> Found:
-    conn = connect()
+def _retrieve(
+    knowledge: Knowledge, graph_ids: list[str], question: str, config: QueryConfig
+) -> Found:
+    conn = knowledge.connect()
     try:
         unknown = _unknown_graphs(conn, graph_ids)
         if unknown:
             raise UnknownGraphsError(unknown)
-        snippets = search(
+        snippets = retrieve(
             conn,
             graph_ids,
             question,
+            semantic=knowledge.semantic,
             max_snippets=config.max_snippets,
             keyword_threshold=config.keyword_threshold,
+            semantic_threshold=config.semantic_threshold,
+            search_weight=config.search_weight,
         )
         return Found(snippets, _file_names(conn, {s.file_id for s in snippets}))
     finally:
