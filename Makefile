@@ -24,8 +24,10 @@ lint: install
 	$(VENV)/bin/mypy src bench scripts
 
 # llama-server replicas serve the upstream tests; built once per machine (minutes), then cached.
+# The third-party clients (langchain-writer's venv, the npm writer-sdk) likewise (~15 s).
 test: install lint
 	$(PY) scripts/llama_server.py >/dev/null
+	$(PY) scripts/clients.py >/dev/null
 	$(VENV)/bin/pytest
 
 bench: install

@@ -176,7 +176,7 @@ class ChunkFactory:
                 {
                     "index": index,
                     "finish_reason": finish_reason,
-                    "delta": {"content": None},
+                    "delta": {"role": "assistant", "content": None},
                     "message": {"role": "assistant", "content": "", "refusal": None},
                     "logprobs": None,
                 }
