@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from inkstand.knowledge.chunking import Chunk, chunk
 from inkstand.knowledge.embedding import Embedder, EmbeddingError
 from inkstand.knowledge.extract import ExtractionError, extract
 from inkstand.knowledge.semantic import vector_blob
+from inkstand.workers import worker_pool
 
 log = logging.getLogger("inkstand.ingest")
 
@@ -91,12 +91,17 @@ class Ingestion:
         self._wake.set()
 
     def close(self) -> None:
+        """Stop: a file being read is abandoned (its worker ended; it stays `in_progress` and
+        is read again at the next start), a file being written stops at its next batch."""
         self._stop.set()
         self._wake.set()
+        pool = self._pool
+        if pool is not None:
+            _end_workers(pool)
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class Ingestion:
             self._write(lambda conn: _fail(conn, waiting.id, "the stored file is missing"))
         except concurrent.futures.process.BrokenProcessPool:
             self._pool = None  # a fresh one for the next file
+            if self._stop.is_set():
+                return  # ended by `close()`: left in progress, redone at the next start
             reason = "reading the file crashed its worker process; it may be corrupt"
             self._write(lambda conn: _fail(conn, waiting.id, reason))
         else:
@@ -141,6 +148,8 @@ class Ingestion:
         embedding = self._embedder is not None
         for at in range(0, len(chunks), WRITE_BATCH):
             batch = chunks[at : at + WRITE_BATCH]
+            if self._stop.is_set():
+                return  # left in progress: redone at the next start
             ids = self._write(_inserting(file_id, at, batch))
             if ids is None:
                 return
@@ -195,9 +204,16 @@ class Ingestion:
 
     def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # the server has threads
-            self._pool = concurrent.futures.ProcessPoolExecutor(self._processes, context)
+            self._pool = worker_pool(self._processes)  # spawned; they die with the server
         return self._pool
+
+
+def _end_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """End a pool's worker processes now (Python 3.11's pool has no public way; a worker
+    reading a large PDF would otherwise hold the server's exit for as long as it takes)."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.terminate()
 
 
 def read_chunks(data: bytes, name: str) -> list[Chunk]:
