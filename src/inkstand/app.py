@@ -26,6 +26,7 @@ from inkstand.api.metrics import prometheus_metrics
 from inkstand.api.middleware import AccessLogMiddleware
 from inkstand.api.models import list_models
 from inkstand.api.question import question
+from inkstand.api.translation import translation
 from inkstand.config import Settings
 from inkstand.engine import Engine
 from inkstand.errors import InkstandError
@@ -92,6 +93,7 @@ def create_app(
             Route("/v1/chat", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/graphs/question", question, methods=["POST"]),
+            Route("/v1/translation", translation, methods=["POST"]),
             *files_api.ROUTES,
             *graphs_api.ROUTES,
         ],

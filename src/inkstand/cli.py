@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         help="an environment variable holding the embedding engine's key",
     )
     serve.add_argument(
+        "--translation-model",
+        metavar="MODEL",
+        help="the served model answering `palmyra-translate` (default: the first; `off`: none)",
+    )
+    serve.add_argument(
         "--cache-scope",
         choices=("key", "shared"),
         help="prefix cache per API key (default) or shared by all keys (one tenant)",

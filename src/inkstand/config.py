@@ -117,6 +117,9 @@ class Settings:
     embedding_url: str = ""  # or an OpenAI-compatible base URL (`/v1` included): its /embeddings
     embedding_upstream_model: str = ""  # the model name that engine expects
     embedding_api_key_env: str = ""  # a variable holding that engine's key
+    # The served model that answers `palmyra-translate` (the translation tool and API);
+    # "": the first model; "off": no translation.
+    translation_model: str = ""
     cache_scope: str = "key"  # "key": prefix cache per API key; "shared": one for all keys
     rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
     tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
@@ -205,7 +208,28 @@ def load_settings(
         return settings
     embedding_gguf(settings)  # a missing GGUF stops the server here, not at start
     model_specs = _model_specs(entries, settings.ctx_size)
+    aliases = _with_translator(settings.translation_model, model_specs, aliases)
     return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
+
+
+TRANSLATOR_ID = "palmyra-translate"
+
+
+def _with_translator(
+    translation_model: str, models: tuple[ModelSpec, ...], aliases: dict[str, str]
+) -> dict[str, str]:
+    """`aliases` with `palmyra-translate` -> the translator, unless translation is off or the
+    config file names `palmyra-translate` itself (a model or an alias)."""
+    served = {m.id for m in models}
+    if translation_model == "off" or TRANSLATOR_ID in served | set(aliases):
+        return aliases
+    target = translation_model or models[0].id
+    if target not in served and target not in aliases:
+        raise ConfigError(
+            f"setting `translation_model` is `{target}`, which this server does not serve; "
+            f'it serves: {", ".join(sorted(served))} (or "off")'
+        )
+    return {**aliases, TRANSLATOR_ID: aliases.get(target, target)}
 
 
 def _check_embedding(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from inkstand.chat.prompt import turn_tail
-from inkstand.config import ModelSpec
+from inkstand.config import TRANSLATOR_ID, ModelSpec
 from inkstand.engine import Engine
 from inkstand.errors import ModelNotFoundError
 
@@ -22,6 +22,7 @@ REMOVED_MODELS = {
     "palmyra-creative": "Palmyra Creative",
     "palmyra-vision": "Palmyra Vision",
 }
+TRANSLATOR_NAME = "Palmyra Translate"
 REMOVAL_DATE = "2026-07-13"
 REPLACEMENT = "palmyra-x5"
 
@@ -60,7 +61,11 @@ class Catalog:
         self._aliases = aliases
 
     def listing(self) -> list[dict[str, str]]:
-        return [{"id": m.id, "name": m.spec.name} for m in self._served.values()]
+        """The served models, and `palmyra-translate` when a model answers it."""
+        listed = [{"id": m.id, "name": m.spec.name} for m in self._served.values()]
+        if TRANSLATOR_ID in self._aliases:
+            listed.append({"id": TRANSLATOR_ID, "name": TRANSLATOR_NAME})
+        return listed
 
     def resolve(self, model_id: str) -> Served:
         target = self._aliases.get(model_id, model_id)

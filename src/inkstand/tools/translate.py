@@ -30,8 +30,6 @@ import iso639
 
 from inkstand.errors import BadRequestError
 
-TRANSLATOR_ID = "palmyra-translate"
-TRANSLATOR_NAME = "Palmyra Translate"
 FINISH_REASON = "tool_calls"  # what Writer's examples report for the translation tool
 CODE = re.compile(r"^([A-Za-z]{2})(?:[-_]([A-Za-z]{2}))?$")
 INSTRUCTION = re.compile(r"^\s*(?:please\s+)?translate\b[^:\n]{0,80}:\s*", re.IGNORECASE)
