@@ -160,7 +160,11 @@ async def plan_translation(
 ) -> ChatPlan:
     """`translation` answered by `translator` (normally `palmyra-translate`, an alias of the
     configured translator), as `request`'s answer (its model id, `n`, `stream_options`)."""
-    body = translate.translator_request(translator, translation, request.max_tokens)
+    body = translate.translator_request(
+        translator,
+        translation,
+        request.max_tokens or _translation_bound(service, translator, translation),
+    )
     inner = ChatRequest.model_validate(body).model_copy(
         update={"n": request.n, "stream_options": request.stream_options}
     )
@@ -169,3 +173,14 @@ async def plan_translation(
     plan.tool_data = {"translation_data": translation.data()}
     plan.shaping = WholeTextShaping(plan.tool_data, translate.FINISH_REASON)
     return plan
+
+
+def _translation_bound(
+    service: Generator, translator: str, translation: translate.Translation
+) -> int | None:
+    """`max_tokens` for a translation whose caller set none: three times the source's
+    estimated tokens (a translation is seldom longer), within the model's output cap; None
+    (the room the context leaves) when that is more than half the context."""
+    spec = service.catalog.resolve(translator).spec
+    bound = min(estimate_tokens(len(translation.text)) * 3 + 64, spec.max_output_tokens)
+    return bound if bound <= spec.ctx_size // 2 else None
