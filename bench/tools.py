@@ -18,6 +18,11 @@ and measures, through `POST /v1/chat`:
 4. overhead  decode tokens/s of a streamed answer constrained by a JSON Schema vs an
              unconstrained answer of the same length (`max_tokens`, both cut by it),
              interleaved rounds, medians. Floor: constrained / unconstrained >= 0.8.
+5. delegation the `llm` tool over tool_cases.CHAT (greedy and 0.8): the prompt-writing
+             request the server makes (`tools/delegate.py prompt_request`, its JSON Schema)
+             must give valid JSON with a non-empty prompt (floor: 100 %); and the overhead:
+             time to the first token of a streamed delegation minus the delegate's own
+             time to first token for the prompt the server wrote, p50 (no floor).
 
 Results go to stdout and bench/results/tools-<UTC time>.json.
 """
@@ -39,7 +44,11 @@ from jsonschema import Draft202012Validator
 from servers import free_port, serving
 from tool_cases import CHAT, FUNCTIONS, JSON_PROMPTS, NEEDS, SCHEMAS
 
+from inkstand.schemas.chat import ChatRequest, LLMTool
+from inkstand.tools.delegate import prompt_request, read_prompt
+
 MODEL = "palmyra-x5"
+CTX_SIZE = 2048
 RESULTS = Path(__file__).parent / "results"
 TEMPERATURES = (0.0, 0.8)
 
@@ -191,6 +200,56 @@ def overhead(http: httpx.Client, base_url: str, key: str, rounds: int, tokens: i
     }
 
 
+def delegation(http: httpx.Client, base_url: str, key: str) -> dict:
+    """Stage 5: the delegate's prompts valid, and what delegating adds before its first token."""
+    tool = LLMTool.model_validate(
+        {"type": "llm", "function": {"model": "palmyra-x4", "description": "A helpful expert"}}
+    )
+    cases, valid, failures, added = 0, 0, [], []
+    for temperature in TEMPERATURES:
+        for prompt in CHAT:
+            asked = ChatRequest.model_validate(
+                {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "temperature": temperature,
+                }  # fmt: skip
+            )
+            writing = prompt_request(asked, tool, "palmyra-x4").model_dump(exclude_none=True)
+            writing["max_tokens"] = min(writing["max_tokens"], CTX_SIZE // 2)  # as `ask` holds it
+            text = post(http, writing)["message"]["content"]
+            cases += 1
+            written = read_prompt(text)
+            if written is None:
+                failures.append({"prompt": prompt, "temperature": temperature, "reply": text})
+                continue
+            valid += 1
+            if temperature == 0.0:
+                added.append(delegation_overhead(http, base_url, key, prompt, written))
+    return {
+        "cases": cases,
+        "valid": valid,
+        "failures": failures,
+        "added_ttft_p50_ms": round(statistics.median(added) * 1000, 1),
+        "added_ttft_ms": [round(a * 1000, 1) for a in added],
+    }
+
+
+def delegation_overhead(
+    http: httpx.Client, base_url: str, key: str, prompt: str, written: str
+) -> float:
+    """A streamed delegation's time to first token less the delegate's own for `written`."""
+    tool = {"type": "llm", "function": {"model": "palmyra-x4", "description": "A helpful expert"}}
+    messages = [{"role": "user", "content": prompt}]
+    delegated = {"model": MODEL, "messages": messages, "tools": [tool], "max_tokens": 8,
+                 "temperature": 0}  # fmt: skip
+    direct = {"model": "palmyra-x4", "messages": [{"role": "user", "content": written}],
+              "max_tokens": 8, "temperature": 0}  # fmt: skip
+    through = stream_writer(http, base_url, key, delegated)
+    alone = stream_writer(http, base_url, key, direct)
+    return through.ttft_s - alone.ttft_s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -202,7 +261,7 @@ def main() -> int:
         cmd = [
             str(Path(sys.executable).parent / "inkstand"),
             *("serve", "--port", str(port), "--api-key", key, "--data-dir", data),
-            *("--threads", str(args.threads), "--ctx-size", "2048"),
+            *("--threads", str(args.threads), "--ctx-size", str(CTX_SIZE)),
         ]
         log = Path(data) / "server.log"
         with (
@@ -220,6 +279,7 @@ def main() -> int:
                 "json": json_validity(http),
                 "auto": auto_choice(http),
                 "overhead": overhead(http, server.base_url, key, args.rounds, args.tokens),
+                "delegation": delegation(http, server.base_url, key),
             }
             results["seconds"] = round(time.time() - started, 1)
     report(results, args)
@@ -244,6 +304,13 @@ def report(results: dict, args: argparse.Namespace) -> None:
         f"{tps['unconstrained']:.1f} decode tok/s over {o['tokens']} tokens -> "
         f"{o['ratio']:.2f} (floor 0.80)"
     )
+    d = results["delegation"]
+    print(
+        f"delegation prompts valid JSON, non-empty {d['valid']}/{d['cases']} (floor 100 %); "
+        f"added time to first token p50 {d['added_ttft_p50_ms']} ms"
+    )
+    for failure in d["failures"]:
+        print("   ", failure)
     print(f"({results['seconds']} s, --threads {args.threads})")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -41,7 +41,10 @@ def test_config_file_maps_models_and_aliases(tmp_path):
         "Small",
         100,
     )
-    assert dict(settings.aliases) == {"palmyra-med": "palmyra-x5", "palmyra-translate": "palmyra-x5"}
+    assert dict(settings.aliases) == {
+        "palmyra-med": "palmyra-x5",
+        "palmyra-translate": "palmyra-x5",
+    }
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ limit (`admit`). What the caller sees beyond the generation comes from the plan'
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,6 +28,7 @@ from inkstand.tools.subqueries import Asked, work_estimate
 if TYPE_CHECKING:
     from inkstand.chat.service import ChatPlan
 
+log = logging.getLogger("inkstand.tools")
 Admit = Callable[[int], None]  # raises when the caller may not spend that many tokens now
 SOURCES_FRAME_TOKENS = 96  # the sources message's instructions and numbering
 SNIPPET_CHARS_PER_TOKEN = 3  # cautious: prose runs about four, other text fewer
@@ -110,7 +112,10 @@ async def plan_delegation(
         size = caller_text_size(writing.messages, None)
         admit(estimate_tokens(size, len(writing.messages)) + delegate.PROMPT_TOKENS)
     asked = await service.ask(writing, scope)
-    prompt = delegate.read_prompt(asked.text) or latest_question(request.messages)
+    prompt = delegate.read_prompt(asked.text)
+    if prompt is None:  # cut by its token cap: the caller's own words go to the delegate
+        log.warning("delegation: the model's prompt did not parse; sending the user's message")
+        prompt = latest_question(request.messages)
     plan = await service.plan_generation(delegate.delegate_request(request, model, prompt), scope)
     plan.request = plan.request.model_copy(update={"model": request.model})
     plan.usage.add_prior(asked.prompt_tokens, asked.completion_tokens)
