@@ -27,7 +27,7 @@ lint: install
 # The third-party clients (langchain-writer's venv, the npm writer-sdk) likewise (~15 s).
 test: install lint
 	$(PY) scripts/llama_server.py >/dev/null
-	$(PY) scripts/clients.py >/dev/null
+	$(PY) scripts/client_suites.py >/dev/null
 	$(VENV)/bin/pytest
 
 bench: install

@@ -5,7 +5,7 @@
     tests/clients/node/        package.json     (the npm writer-sdk, pinned)
                                writer_sdk.mjs   (chat, the stream helper, tools, errors, graphs)
 
-scripts/clients.py installs each outside the repository (a second venv for langchain-writer,
+scripts/client_suites.py installs each outside the repository (a second venv for langchain-writer,
 whose writer-sdk 2.x conflicts with ours; an npm folder for the node SDK), cached by what pins
 them; `make test` runs it before pytest, and the fixtures below call it too, so a bare pytest
 run installs what is missing. A client script makes all its requests in one run (starting one
@@ -27,7 +27,7 @@ import pytest
 # scripts/ is no package: its installer is found by putting the folder on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from clients import ensure_langchain, ensure_node_sdk
+from client_suites import ensure_langchain, ensure_node_sdk
 
 from ..e2e.conftest import SERVER_FAILURE
 from ..e2e.support import KEY, Server, clean_env

@@ -1,6 +1,6 @@
 """langchain-writer's `ChatWriter` against the real server, from a venv of its own.
 
-langchain-writer pins writer-sdk 2.x, which cannot share our venv, so scripts/clients.py
+langchain-writer pins writer-sdk 2.x, which cannot share our venv, so scripts/client_suites.py
 installs it apart (tests/clients/__init__.py). One run of tests/clients/langchain/
 chat_writer.py makes every request, against a graph built here with our own SDK; each test
 checks one behaviour in what it observed: message and chunk types, finish reasons, usage,

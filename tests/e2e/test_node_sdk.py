@@ -1,6 +1,6 @@
 """The npm `writer-sdk` (Writer's TypeScript SDK) against the real server, run by node.
 
-scripts/clients.py installs the pinned package outside the repository
+scripts/client_suites.py installs the pinned package outside the repository
 (tests/clients/__init__.py). One run of tests/clients/node/writer_sdk.mjs makes every
 request: chat whole and streamed, the `chat.stream` helper's events, a forced function call
 and the loop with its result, errors as the SDK's typed exceptions, and a Knowledge Graph

@@ -1,6 +1,6 @@
 """Third-party Writer clients the end-to-end suite runs against the server, installed once.
 
-    .venv/bin/python scripts/clients.py     # install both (or find them); print where, as JSON
+    .venv/bin/python scripts/client_suites.py   # install both (or find them); print where
 
 Two clients cannot live in Inkstand's own venv, so each gets a folder of its own:
 
