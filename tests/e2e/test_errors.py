@@ -127,22 +127,30 @@ def description(response: httpx.Response) -> str:
     return response.json()["errors"][0]["description"]
 
 
-@pytest.mark.parametrize("tool_type", ["llm", "translation", "vision", "web_search"])
-def test_built_in_tools_say_not_available_yet(http, tool_type):
-    built_in = {  # the graph tool is served (tests/e2e/test_knowledge.py)
-        "llm": LLM["function"],
-        "translation": {
-            "model": "palmyra-translate",
-            "formality": False,
-            "length_control": False,
-            "mask_profanity": False,
-        },
+@pytest.mark.parametrize(
+    ("tool_type", "advice"), [("vision", "image_url"), ("web_search", "web search service")]
+)
+def test_built_in_tools_this_server_lacks_say_what_to_do(http, tool_type, advice):
+    built_in = {  # graph, llm and translation are served (test_knowledge, test_delegation ...)
         "vision": {"model": "palmyra-vision", "variables": []},
         "web_search": WEB_SEARCH["function"],
     }
     body = greedy(tools=[{"type": tool_type, "function": built_in[tool_type]}])
     text = description(http.post("/v1/chat", json=body))
-    assert "not available" in text and tool_type in text
+    assert "not available" in text and tool_type in text and advice in text
+
+
+def test_a_removed_delegate_names_its_replacement(http):
+    body = greedy(tools=[LLM])  # delegates to palmyra-med, removed
+    text = description(http.post("/v1/chat", json=body))
+    assert "palmyra-med" in text and "palmyra-x5" in text
+
+
+def test_a_translation_without_a_target_says_how_to_give_one(http):
+    function = {"model": "palmyra-translate", "formality": False, "length_control": False,
+                "mask_profanity": False}  # fmt: skip
+    body = greedy(tools=[{"type": "translation", "function": function}])
+    assert "target_language_code" in description(http.post("/v1/chat", json=body))
 
 
 def test_image_fragment_is_refused_for_images(http):
