@@ -51,6 +51,7 @@ MODEL = "palmyra-x5"
 CTX_SIZE = 2048
 RESULTS = Path(__file__).parent / "results"
 TEMPERATURES = (0.0, 0.8)
+STAGES = ("validity", "json", "auto", "overhead", "delegation")
 
 
 def post(http: httpx.Client, body: dict) -> dict:
@@ -255,6 +256,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     args = parser.parse_args()
     key, port = secrets.token_hex(8), free_port()
     with tempfile.TemporaryDirectory() as data:
@@ -274,43 +276,22 @@ def main() -> int:
             ) as http,
         ):
             started = time.time()
-            results: dict = {
-                "validity": validity(http),
-                "json": json_validity(http),
-                "auto": auto_choice(http),
-                "overhead": overhead(http, server.base_url, key, args.rounds, args.tokens),
-                "delegation": delegation(http, server.base_url, key),
+            stages = {
+                "validity": lambda: validity(http),
+                "json": lambda: json_validity(http),
+                "auto": lambda: auto_choice(http),
+                "overhead": lambda: overhead(http, server.base_url, key, args.rounds, args.tokens),
+                "delegation": lambda: delegation(http, server.base_url, key),
             }
+            results: dict = {name: stages[name]() for name in args.stages}
             results["seconds"] = round(time.time() - started, 1)
     report(results, args)
     return 0
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    v, j, a, o = (results[k] for k in ("validity", "json", "auto", "overhead"))
-    print(f"tool-call validity  {v['valid']}/{v['cases']}  (floor 100 %)")
-    for failure in v["failures"]:
-        print("   ", failure)
-    print(f"json_schema validity {j['valid']}/{j['cases']}  (floor 100 %)")
-    for failure in j["failures"]:
-        print("   ", failure)
-    print(
-        f"auto: called the right function {a['called_right_function']}/{a['need_tool']} "
-        f"(another: {a['called_other_function']}), abstained {a['abstained']}/{a['no_tool_needed']}"
-    )
-    tps = o["decode_tps"]
-    print(
-        f"overhead: constrained {tps['constrained']:.1f} vs unconstrained "
-        f"{tps['unconstrained']:.1f} decode tok/s over {o['tokens']} tokens -> "
-        f"{o['ratio']:.2f} (floor 0.80)"
-    )
-    d = results["delegation"]
-    print(
-        f"delegation prompts valid JSON, non-empty {d['valid']}/{d['cases']} (floor 100 %); "
-        f"added time to first token p50 {d['added_ttft_p50_ms']} ms"
-    )
-    for failure in d["failures"]:
-        print("   ", failure)
+    for name in args.stages:
+        REPORTS[name](results[name])
     print(f"({results['seconds']} s, --threads {args.threads})")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -318,6 +299,51 @@ def report(results: dict, args: argparse.Namespace) -> None:
     path.write_text(json.dumps({"args": vars(args), **results}, indent=2))
     print(f"results: {path}")
 
+
+def report_validity(v: dict) -> None:
+    print(f"tool-call validity  {v['valid']}/{v['cases']}  (floor 100 %)")
+    for failure in v["failures"]:
+        print("   ", failure)
+
+
+def report_json(j: dict) -> None:
+    print(f"json_schema validity {j['valid']}/{j['cases']}  (floor 100 %)")
+    for failure in j["failures"]:
+        print("   ", failure)
+
+
+def report_auto(a: dict) -> None:
+    print(
+        f"auto: called the right function {a['called_right_function']}/{a['need_tool']} "
+        f"(another: {a['called_other_function']}), abstained {a['abstained']}/{a['no_tool_needed']}"
+    )
+
+
+def report_overhead(o: dict) -> None:
+    tps = o["decode_tps"]
+    print(
+        f"overhead: constrained {tps['constrained']:.1f} vs unconstrained "
+        f"{tps['unconstrained']:.1f} decode tok/s over {o['tokens']} tokens -> "
+        f"{o['ratio']:.2f} (floor 0.80)"
+    )
+
+
+def report_delegation(d: dict) -> None:
+    print(
+        f"delegation prompts valid JSON, non-empty {d['valid']}/{d['cases']} (floor 100 %); "
+        f"added time to first token p50 {d['added_ttft_p50_ms']} ms"
+    )
+    for failure in d["failures"]:
+        print("   ", failure)
+
+
+REPORTS = {
+    "validity": report_validity,
+    "json": report_json,
+    "auto": report_auto,
+    "overhead": report_overhead,
+    "delegation": report_delegation,
+}
 
 if __name__ == "__main__":
     sys.exit(main())
