@@ -13,8 +13,8 @@ import pytest
 
 from inkstand.backends.base import SamplingParams
 from inkstand.backends.llama_cpp import LlamaCppBackend
+from inkstand.chat.checks import tokenize_prompt
 from inkstand.chat.prompt import render_prompt
-from inkstand.chat.service import tokenize_prompt
 from inkstand.config import find_embedded_model
 from inkstand.schemas.chat import ChatMessage
 

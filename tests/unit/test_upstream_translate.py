@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from inkstand.chat.checks import RequestLimits, check_images
 from inkstand.chat.output import plan_output
-from inkstand.chat.service import RequestLimits, check_images
 from inkstand.chat.toolformat import HermesFormat
 from inkstand.engine.types import CallEvent, Finish, TokenEvent
 from inkstand.errors import (

@@ -14,22 +14,19 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from inkstand.chat.builtin import estimate_tokens
 from inkstand.chat.catalog import Catalog, Served, ServedUpstream
-from inkstand.chat.service import (
-    Job,
-    PrimedStream,
+from inkstand.chat.checks import (
     RequestLimits,
-    Usage,
     check_choices,
     check_prompt_size,
     check_stops,
-    estimate_tokens,
     fit_max_tokens,
-    open_job,
     resolve_max_tokens,
     sampling_params,
     upstream_max_tokens,
 )
+from inkstand.chat.service import Job, PrimedStream, Usage, open_job
 from inkstand.engine import GenerationRequest, TokenEvent
 from inkstand.engine.types import Event, Finish
 from inkstand.errors import BadRequestError, UnsupportedFeatureError
