@@ -20,6 +20,7 @@ from inkstand.api import files as files_api
 from inkstand.api import graphs as graphs_api
 from inkstand.api.chat import chat
 from inkstand.api.completions import completions
+from inkstand.api.gate import Gate, GateMiddleware
 from inkstand.api.gateway import GatewayMiddleware
 from inkstand.api.health import health
 from inkstand.api.metrics import prometheus_metrics
@@ -62,6 +63,7 @@ def create_app(
     telemetry.watch(lambda: runtime.engines.values())
     telemetry.watch_store(store.size)
     retention_cutoff(settings.usage_retention_days)  # a bad setting fails here, not in the task
+    gate = Gate()  # closed by the server when it stops
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -80,10 +82,12 @@ def create_app(
             pruning.cancel()
             with suppress(asyncio.CancelledError):
                 await pruning
-            await runtime.close_upstreams()
-            await asyncio.to_thread(ingestion.close)
-            runtime.close()
-            store.close()  # the writer commits what is queued first
+            try:
+                await runtime.close_upstreams()
+                await asyncio.to_thread(ingestion.close)  # its worker processes end first
+                runtime.close()  # the planner's worker processes, the engines' threads
+            finally:
+                store.close()  # whatever failed above, the writer commits what is queued
 
     app = Starlette(
         routes=[
@@ -99,6 +103,7 @@ def create_app(
         ],
         middleware=[
             Middleware(AccessLogMiddleware),
+            Middleware(GateMiddleware, gate=gate),
             Middleware(GatewayMiddleware, gateway=gateway, metrics=telemetry),
         ],
         exception_handlers={
@@ -110,6 +115,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.gate = gate
     app.state.metrics = telemetry
     app.state.keys = keys
     app.state.gateway = gateway

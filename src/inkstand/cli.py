@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a connection has to send a request's line and headers; 408 (default 10)",
     )
     serve.add_argument(
+        "--stream-stall-timeout",
+        type=float,
+        help="seconds a client may read nothing of its answer before it is cancelled (default 30)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds answers in flight may take to finish after SIGTERM (default 30)",
+    )
+    serve.add_argument(
         "--max-messages", type=int, help="messages in one chat request (default 1000)"
     )
     serve.add_argument("--max-n", type=int, help="largest `n` / `best_of` (default 16)")

@@ -101,6 +101,8 @@ class Settings:
     max_headers: int = 100  # header fields in one request
     max_connections: int = 1024  # open connections; more get 503 at once
     request_head_timeout: float = 10.0  # seconds to send a request's line and headers; 408
+    stream_stall_timeout: float = 30.0  # seconds a client may read nothing before it is cut
+    shutdown_grace: float = 30.0  # seconds answers in flight may take to finish on SIGTERM
     max_messages: int = 1000  # messages in one chat request
     max_n: int = 16  # `n` (chat) and `best_of` (completions); never more than `slots`
     max_tools: int = 128  # function tools in one chat request

@@ -24,10 +24,11 @@ from typing import cast
 from inkstand.backends.base import Backend
 from inkstand.backends.faults import Faults, FaultyBackend
 from inkstand.chat.catalog import Catalog, Served, ServedModel, ServedUpstream
+from inkstand.chat.checks import RequestLimits
 from inkstand.chat.completions import CompletionService
 from inkstand.chat.grammar import GrammarLimits
 from inkstand.chat.planner import OutputPlanner
-from inkstand.chat.service import ChatService, RequestLimits
+from inkstand.chat.service import ChatService
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
@@ -182,7 +183,8 @@ class Runtime:
             await upstream.aclose()
 
     def drain(self) -> None:
-        """The server is stopping: end requests in flight with a 503 so clients retry."""
+        """The server stops now (its grace ran out, or a second signal came): end requests
+        in flight with a 503 (an error frame in a stream) so clients retry elsewhere."""
         for engine in self.engines.values():
             engine.drain()
 

@@ -240,3 +240,12 @@ async def test_descriptions_name_what_to_fix(client):
     ).json()
     text = overflow["errors"][0]["description"]
     assert "200" in text and "512" in text
+
+
+async def test_a_stopping_server_answers_503_with_retry_after(app, client):
+    app.state.gate.close()  # as the server does on SIGTERM
+    response = await client.post("/v1/chat", json=chat_body())
+    assert response.status_code == 503
+    assert envelope_ok(response.json())
+    assert int(response.headers["retry-after"]) >= 1
+    assert "x-should-retry" not in response.headers  # another instance, or this one restarted

@@ -1,6 +1,7 @@
 """Stopping the server (SIGTERM) while requests are in flight ends them in Writer's terms.
 
-After uvicorn's graceful period the in-flight work is cancelled. A client still waiting must
+When the grace period ends (`--shutdown-grace`, 0 here: at once) the answers still in
+flight are cut (test_shutdown.py: within it they finish). A client still waiting must
 get an answer its SDK understands: a non-streaming request a retryable 503 with the error
 envelope (spec 6.2: "model down"), a stream an `event: error` frame carrying the envelope
 before the connection closes (spec 3.7). Each test stops a server of its own.
@@ -21,8 +22,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 @pytest.fixture
 def doomed(tmp_path):
-    # A context large enough that the request below outlasts the graceful period anywhere.
-    with running_server(tmp_path, "--ctx-size", "4096", "--threads", "1", key=KEY) as server:
+    # No grace: what is in flight is cut at once (the request below would outlast any).
+    flags = ("--ctx-size", "4096", "--threads", "1", "--shutdown-grace", "0")
+    with running_server(tmp_path, *flags, key=KEY) as server:
         yield server
 
 

@@ -8,6 +8,7 @@ relies on fails here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 import orjson
@@ -31,6 +32,7 @@ class Transport(asyncio.Transport):
         self.written = b""
         self.eof = False
         self.closed = False
+        self.aborted = False
         self.reading = True
 
     def get_extra_info(self, name, default=None):
@@ -50,6 +52,10 @@ class Transport(asyncio.Transport):
         if not self.closed and self.protocol is not None:
             asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
         self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
 
     def is_closing(self) -> bool:
         return self.closed
@@ -412,3 +418,63 @@ async def test_an_idle_kept_alive_connection_closes_silently_at_the_earlier_time
     assert transport.closed == (keep_alive < TIMED.head_timeout)
     await asyncio.sleep(0.2)
     assert transport.closed and len(responses(transport.written)) == 1
+
+
+# the stall clock
+
+STALLING = replace(LIMITS, stall_timeout=0.2)
+
+
+async def test_a_client_that_reads_nothing_for_the_stall_timeout_is_cut(caplog):
+    caplog.set_level(logging.INFO, logger="inkstand.access")
+    server = Server(STALLING)
+    protocol, transport = server.connect()
+    protocol.data_received(request("/slow"))
+    await settle()
+    protocol.pause_writing()  # the client stopped reading: the write buffer is full
+    await asyncio.sleep(0.1)
+    assert not transport.closed
+    await asyncio.sleep(0.2)
+    assert transport.aborted
+    await settle()
+    assert protocol.cycle is not None and protocol.cycle.disconnected  # the app is told
+    (line,) = [r.getMessage() for r in caplog.records if "stream_stall_timeout" in r.getMessage()]
+    assert line.startswith("GET /slow: the client read nothing for 0.2 s")
+    server.app.release.set()  # its answer goes nowhere
+    await settle()
+    assert transport.written == b""
+
+
+async def test_a_client_that_reads_now_and_then_is_not_cut():
+    server = Server(STALLING)
+    protocol, transport = server.connect()
+    protocol.data_received(request("/slow"))
+    await settle()
+    for _ in range(4):  # 0.6 s paused in all, never 0.2 s in a row
+        protocol.pause_writing()
+        await asyncio.sleep(0.15)
+        protocol.resume_writing()
+    assert not transport.closed
+    server.app.release.set()
+    await settle()
+    assert [status for status, _, _ in responses(transport.written)] == [200]
+
+
+async def test_a_closed_connection_stops_its_stall_clock():
+    server = Server(STALLING)
+    protocol, transport = server.connect()
+    protocol.pause_writing()
+    protocol.connection_lost(None)
+    await asyncio.sleep(0.3)
+    assert not transport.aborted
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf")])
+def test_a_stall_timeout_that_is_not_a_positive_number_is_refused(seconds):
+    with pytest.raises(ConfigError, match="stream_stall_timeout"):
+        Limits.from_settings(replace(Settings(), stream_stall_timeout=seconds))
+
+
+def test_the_stall_timeout_comes_from_its_setting():
+    assert Limits.from_settings(replace(Settings(), stream_stall_timeout=2)).stall_timeout == 2
+    assert Limits.from_settings(Settings()).stall_timeout == 30

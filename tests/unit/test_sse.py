@@ -115,3 +115,36 @@ async def test_idle_stream_gets_keepalive_comments():
     sent = await run(SSEResponse(slow(), on_close, keepalive_seconds=0.06), never_disconnect)
     assert KEEPALIVE in sent
     assert sent[-2:] == [encode_data({"a": 1}), DONE]
+
+
+async def test_no_keepalive_is_written_while_a_write_waits_for_the_client():
+    """A client that reads slowly holds a write; a keep-alive beside it could land after the
+    stream's last frame."""
+    from inkstand.api.sse import KEEPALIVE
+
+    readable = asyncio.Event()
+    waiting: list[bytes] = []
+    sent: list[bytes] = []
+
+    async def send(message):
+        if message["type"] != "http.response.body":
+            return
+        waiting.append(message["body"])
+        await readable.wait()  # the transport is full until the client reads
+        waiting.remove(message["body"])
+        sent.append(message["body"])
+
+    async def events():
+        yield {"a": 1}
+
+    async def on_close():
+        pass
+
+    response = SSEResponse(events(), on_close, keepalive_seconds=0.03)
+    task = asyncio.create_task(response({"type": "http"}, never_disconnect, send))
+    await asyncio.sleep(0.2)  # several keep-alive periods
+    assert waiting == [encode_data({"a": 1})]
+    readable.set()
+    await asyncio.wait_for(task, 5)
+    assert sent[0] == encode_data({"a": 1}) and sent[-1] == DONE
+    assert set(sent[1:-1]) <= {KEEPALIVE}

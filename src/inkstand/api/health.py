@@ -1,14 +1,16 @@
 """`GET /health` (no key needed): 200 once every model is ready, 503 before or after a failure.
 
-    {"status": "ok" | "degraded" | "loading" | "failed",
+    {"status": "ok" | "degraded" | "loading" | "failed" | "stopping",
      "models": {"palmyra-x5": "ready" | "loading" | "failed" | "unavailable"}}
 
 "unavailable": an upstream model none of whose replicas answers. "degraded" (200): some
-models are ready, the others' upstreams unavailable. It names no file paths, URLs or error
-text: the reason a model is not ready goes to the log and to authenticated API callers
-(their requests get the 503 with it). A caller with a valid key (`inkstand status`) also
-gets `"upstreams": {"model id": [{"replica": 0, "up": true, "in_flight": 0}, ...]}`:
-replicas by their place in the config, never their URLs.
+models are ready, the others' upstreams unavailable. "stopping" (503): the server got
+SIGTERM and finishes the answers in flight; a load balancer should send it nothing new. It
+names no file paths, URLs or error text: the reason a model is not ready goes to the log and
+to authenticated API callers (their requests get the 503 with it). A caller with a valid key
+(`inkstand status`) also gets
+`"upstreams": {"model id": [{"replica": 0, "up": true, "in_flight": 0}, ...]}`: replicas by
+their place in the config, never their URLs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from inkstand.api.gate import RETRY_AFTER
 from inkstand.errors import AuthenticationError
 
 
@@ -23,6 +26,9 @@ async def health(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     models = runtime.model_states()
     detail = _upstreams(request)
+    if request.app.state.gate.closed:
+        body = {"status": "stopping", "models": models, **detail}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
     if runtime.ready and all(state == "ready" for state in models.values()):
         return JSONResponse({"status": "ok", "models": models, **detail})
     if "failed" in models.values():

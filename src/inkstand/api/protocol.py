@@ -22,6 +22,12 @@ uvicorn's protocol with Inkstand's limits:
   never use), as uvicorn's `timeout_keep_alive` closes an idle kept-alive one; whichever of
   the two is shorter ends such a connection. The clock stops while a response is under way
   and for the body, so slow uploads and long generations are untouched.
+- a client that stops reading its answer is cut: when the connection's write buffer stays
+  above its high-water mark (uvicorn's flow control: the app's `send()` waits, so nothing
+  more is made) for `stream_stall_timeout` seconds, no send could complete in that time; the
+  connection is aborted (one log line), which the app sees as the client leaving: a stream
+  is cancelled in its engine, its slot freed, its usage recorded as 499. What the stalled
+  client had not read is dropped with the connection.
 
 Refusals are Writer's envelope with `connection: close`, written in order after any response
 still under way on the connection (pipelining), then the connection closes *lingering*: the
@@ -73,6 +79,7 @@ class Limits:
     headers: int
     connections: int
     head_timeout: float = 10.0  # seconds
+    stall_timeout: float = 30.0  # seconds a paused write may wait for the client to read
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -82,15 +89,23 @@ class Limits:
             settings.max_headers,
             settings.max_connections,
             settings.request_head_timeout,
+            settings.stream_stall_timeout,
         )
         for item in fields(limits):
-            if item.name != "head_timeout" and getattr(limits, item.name) < 1:
+            if item.name.endswith("_timeout"):
+                continue
+            if getattr(limits, item.name) < 1:
                 raise ConfigError(f"setting `max_{item.name}` must be at least 1")
         # No "0: off": without a deadline, `max_connections` idle sockets lock everyone out.
         if not 0 < limits.head_timeout < math.inf:
             raise ConfigError(
                 "setting `request_head_timeout` must be a number of seconds above 0, "
                 f"got {limits.head_timeout}"
+            )
+        if not 0 < limits.stall_timeout < math.inf:  # a stalled client would keep its slot
+            raise ConfigError(
+                "setting `stream_stall_timeout` must be a number of seconds above 0, "
+                f"got {limits.stall_timeout}"
             )
         return limits
 
@@ -163,6 +178,7 @@ class LimitedProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
         self._head_clock: asyncio.TimerHandle | None = None
         self._head_begun = False  # a byte of the next request's head has been parsed
+        self._stall_clock: asyncio.TimerHandle | None = None  # runs while writing is paused
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         crowded = len(self.connections) >= self.limits.connections
@@ -183,6 +199,7 @@ class LimitedProtocol(HttpToolsProtocol):
         if self._linger is not None:
             self._linger.cancel()
         self._stop_head_clock()
+        self._stop_stall_clock()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -253,6 +270,39 @@ class LimitedProtocol(HttpToolsProtocol):
                 # Part of the next head came during the response: not idle, so uvicorn's
                 # keep-alive timeout (just armed) must not end it silently; this clock rules.
                 self._unset_keepalive_if_required()
+
+    # the stall clock
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_clock is None:
+            timeout = self.limits.stall_timeout
+            self._stall_clock = self.loop.call_later(timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._stop_stall_clock()
+        super().resume_writing()
+
+    def _stop_stall_clock(self) -> None:
+        if self._stall_clock is not None:
+            self._stall_clock.cancel()
+            self._stall_clock = None
+
+    def _stalled(self) -> None:
+        """The client read too little to let any write through for `stall_timeout` seconds:
+        cut it (the app sees a disconnect and cancels the request)."""
+        self._stall_clock = None
+        if self.transport.is_closing():
+            return
+        scope = self.cycle.scope if self.cycle is not None else {}
+        log.info(
+            "%s %s: the client read nothing for %g s (`stream_stall_timeout`); its connection "
+            "is closed and its request cancelled",
+            scope.get("method", "-"),
+            scope.get("path", "-"),
+            self.limits.stall_timeout,
+        )
+        self.transport.abort()
 
     # the head clock
 

@@ -17,17 +17,12 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from inkstand.api.errors import envelope
-from inkstand.errors import EngineError, InkstandError, OverloadedError
+from inkstand.api.gate import shutting_down
+from inkstand.errors import EngineError, InkstandError
 
 log = logging.getLogger("inkstand.api")
 
 DONE = b"data: [DONE]\n\n"
-
-
-def shutting_down() -> OverloadedError:
-    return OverloadedError("The server is shutting down; retry shortly.", retry_after=5)
-
-
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -48,6 +43,7 @@ class SSEResponse:
     """An ASGI response streaming `events` as SSE; a client disconnect cancels the stream.
 
     `on_close` always runs, whether the stream ended, failed or the client went away.
+    A keep-alive is never written while another write waits (for a slow client to read).
     """
 
     def __init__(
@@ -61,6 +57,7 @@ class SSEResponse:
         self.on_close = on_close
         self.keepalive_seconds = keepalive_seconds
         self._last_write = time.monotonic()
+        self._writing = 0  # writes waiting for the transport
         self._ended = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,7 +92,7 @@ class SSEResponse:
             log.exception("stream failed after the response started")
             tail = encode_error(EngineError("The server failed while streaming the answer."))
         self._ended = True
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await self._send(send, tail, more=False)
 
     async def _end_with(self, send: Send, exc: InkstandError) -> None:
         if self._ended:
@@ -106,16 +103,21 @@ class SSEResponse:
                 {"type": "http.response.body", "body": encode_error(exc), "more_body": False}
             )
 
-    async def _send(self, send: Send, frame: bytes) -> None:
+    async def _send(self, send: Send, frame: bytes, *, more: bool = True) -> None:
         self._last_write = time.monotonic()
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
+        self._writing += 1
+        try:
+            await send({"type": "http.response.body", "body": frame, "more_body": more})
+        finally:
+            self._writing -= 1
 
     async def _keepalive(self, send: Send) -> None:
         while True:
             await asyncio.sleep(self.keepalive_seconds / 3)
             if self._ended:
                 return
-            if time.monotonic() - self._last_write >= self.keepalive_seconds:
+            idle = time.monotonic() - self._last_write >= self.keepalive_seconds
+            if idle and not self._writing:
                 await self._send(send, KEEPALIVE)
 
 

@@ -5,8 +5,10 @@
             ...
 
 Leaving the block early cancels the request; the engine thread frees its slots at the start
-of its next step. A full wait line refuses the request at once with `OverloadedError`, and so
-does an engine that gave up after failing (`Engine.healthy` is then false).
+of its next step. The events wait for the reader in an `EventBuffer`, whose memory stays
+bounded however far behind the reader falls (the engine never waits for it). A full wait
+line refuses the request at once with `OverloadedError`, and so does an engine that gave up
+after failing (`Engine.healthy` is then false).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from inkstand.backends.base import Backend, ModelInfo
+from inkstand.engine.buffer import EventBuffer
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig, model_failed
 from inkstand.engine.types import Event, Finish, GenerationRequest
@@ -30,6 +33,7 @@ class EngineConfig:
     max_waiting: int = 64  # requests waiting for a slot before new ones get a 503
     queue_timeout: float = 30.0
     step_tokens: int = 128
+    aging: float | None = None  # see SchedulerConfig
 
 
 class EngineStream:
@@ -73,7 +77,7 @@ class Engine:
         self._scheduler = Scheduler(
             backend,
             self._inbox,
-            SchedulerConfig(config.queue_timeout, config.step_tokens),
+            SchedulerConfig(config.queue_timeout, config.step_tokens, config.aging),
             observer or NullObserver(),
         )
         self._thread = threading.Thread(target=self._scheduler.run, name=f"inkstand-{name}")
@@ -107,12 +111,15 @@ class Engine:
         return self._scheduler.running_jobs, self._waiting()
 
     def _waiting(self) -> int:
-        """Requests that will not find a free slot: submitted but unadmitted, less free slots.
+        """Requests that will not find their slots free: submitted but unadmitted, less those
+        the free slots could take (each takes `n` of them).
 
         A request the engine thread has not collected yet is not waiting if a slot is free.
         """
-        pending = self._inbox.qsize() + len(self._scheduler.waiting)
-        return max(0, pending - len(self._scheduler.free))
+        waiting = list(self._scheduler.waiting)  # one copy in C: safe from the engine thread
+        pending = self._inbox.qsize() + len(waiting)
+        wanted = self._inbox.qsize() + sum(job.request.n for job in waiting)
+        return min(pending, max(0, wanted - len(self._scheduler.free)))
 
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = False
@@ -150,6 +157,7 @@ class Engine:
                 retry_after=1,
             )
         job = Job(request, asyncio.get_running_loop(), self._scheduler.outbox)
+        job.events = EventBuffer()  # before the engine thread can see the job
         self._inbox.put(job)
         if self._scheduler.stopped:  # it ended after the check above: nobody will read the inbox
             raise model_failed(self.failure)

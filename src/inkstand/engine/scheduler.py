@@ -56,6 +56,9 @@ log = logging.getLogger("inkstand.engine")
 
 AHEAD_TOKENS = 16  # most tokens decoded ahead per idle pass (what a new arrival may wait for)
 MAX_FAILURES = 3  # steps failed in a row (no batch decoded between) before the engine gives up
+PROMPT_ORDER = "arrival"  # EXPERIMENT
+PROMPT_SPEED = 300.0  # EXPERIMENT
+RETRY_AFTER = 2  # seconds a request refused for want of a slot is told to wait
 
 STOP = object()  # put on the inbox to end the thread
 DRAIN = object()  # put on the inbox to refuse everything in flight (the server is stopping)
@@ -65,6 +68,13 @@ DRAIN = object()  # put on the inbox to refuse everything in flight (the server 
 class SchedulerConfig:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot before a 503
     step_tokens: int = 128  # prompt tokens per step while other sequences are generating
+    # Seconds a request needing more slots than are free waits while smaller ones overtake
+    # it; after that nobody does until it fits. None: a third of `queue_timeout`.
+    aging: float | None = None
+
+    @property
+    def patience(self) -> float:
+        return self.queue_timeout / 3 if self.aging is None else self.aging
 
 
 class Job:
@@ -198,8 +208,9 @@ class Scheduler:
             return True
 
     def _expire_waiting(self, now: float) -> None:
+        """503 to every request that has waited `queue_timeout` since it reached the engine."""
         limit = self.config.queue_timeout
-        if not self.waiting or now - self.waiting[0].enqueued_at <= limit:
+        if not any(now - job.enqueued_at > limit for job in self.waiting):
             return
         kept: deque[Job] = deque()
         for job in self.waiting:
@@ -208,7 +219,7 @@ class Scheduler:
                     job.emit(
                         OverloadedError(
                             f"The request waited over {limit:g} s for a free slot; retry later.",
-                            retry_after=2,
+                            retry_after=RETRY_AFTER,
                         )
                     )
                     self.observer.rejected()
@@ -217,16 +228,25 @@ class Scheduler:
         self.waiting = kept
 
     def _admit(self) -> None:
-        while self.waiting:
-            job = self.waiting[0]
-            if job.cancelled:
-                self.waiting.popleft()
-                with self._guard("dropping a cancelled request", job):
-                    self.observer.cancelled()
-                continue
+        """Start waiting requests in arrival order, each as soon as it has its slots.
+
+        A request needing more slots than are free (`n`, `best_of`) is passed over by
+        smaller ones, so it blocks nobody; once it has waited `patience` seconds nobody
+        passes it any more, and the slots that free up are kept for it until it fits.
+        """
+        for job in [job for job in self.waiting if job.cancelled]:
+            self.waiting.remove(job)
+            with self._guard("dropping a cancelled request", job):
+                self.observer.cancelled()
+        now = time.monotonic()
+        for job in list(self.waiting):
+            if not self.free:
+                return
             if len(self.free) < job.request.n:
-                return  # first come, first served: nobody overtakes a waiting request
-            self.waiting.popleft()
+                if now - job.enqueued_at >= self.config.patience:
+                    return  # its turn: the slots that free up from now on are its
+                continue
+            self.waiting.remove(job)
             try:
                 self._start(job)
             except Exception as exc:  # e.g. a sampler the backend cannot build
@@ -332,14 +352,24 @@ class Scheduler:
                 entries.append((BatchEntry(seq.slot, (seq.next_token,), seq.position, True), seq))
         room = self.backend.n_batch - len(entries)
         budget = min(room, self.config.step_tokens) if entries else room
-        for seq in self.active.values():
-            if seq.next_token is None and not seq.awaiting_fork and budget > 0:
-                chunk = seq.prompt[seq.fed : seq.fed + budget]
-                done = seq.fed + len(chunk) == len(seq.prompt)
-                entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
-                budget -= len(chunk)
+        for seq in self._prompts_in_order():
+            if budget <= 0:
+                break
+            chunk = seq.prompt[seq.fed : seq.fed + budget]
+            done = seq.fed + len(chunk) == len(seq.prompt)
+            entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
+            budget -= len(chunk)
         entries.sort(key=lambda pair: pair[0].seq_id)
         return [entry for entry, _ in entries], [seq for _, seq in entries]
+
+    def _prompts_in_order(self) -> list[Sequence]:
+        """The sequences whose prompts are not all in, in the order they get the budget."""
+        prompts = [s for s in self.active.values() if s.next_token is None and not s.awaiting_fork]
+        if PROMPT_ORDER == "shortest":
+            prompts.sort(key=lambda s: (len(s.prompt) - s.fed, s.job.enqueued_at))
+        elif PROMPT_ORDER == "deadline":
+            prompts.sort(key=lambda s: s.job.enqueued_at + (len(s.prompt) - s.fed) / PROMPT_SPEED)
+        return prompts
 
     def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
         """The batch is in the KV now: advance prompt positions and the prefix cache."""

@@ -53,6 +53,9 @@ PROBE_TIMEOUT = 2.0
 TOOLS_PROBE_TIMEOUT = 60.0
 PROBE_FUNCTION = "inkstand_probe"
 NATIVE_N = {"vllm", "sglang"}  # `/models` owners that answer `n` choices in one request
+# Events of a fanned-out job read ahead of its reader, per choice: beyond, its requests are
+# not read, so a slow reader slows its upstream streams instead of growing this queue.
+FANNED_AHEAD = 64
 
 
 class UpstreamModel:
@@ -107,7 +110,9 @@ class UpstreamModel:
     async def _fanned(self, job: UpstreamJob) -> AsyncGenerator[Event, None]:
         """The events of `job.n` one-choice requests, run together, as choices 0..n-1."""
         single = job.single()
-        queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue(
+            FANNED_AHEAD * job.n
+        )
 
         async def pump(index: int) -> None:
             try:
