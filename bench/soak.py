@@ -31,10 +31,17 @@ connection open: after the warm-up (the same mix for `--warmup` seconds) and aft
 request, once `/metrics` shows nothing running or waiting. At the end the server log is
 searched for tracebacks and ERROR lines, and its access log's statuses are counted.
 
+Before the server starts the run waits (within `--quiet-budget`) for idle CPUs; the CPUs the
+server, this client and other processes used during the soak are reported, since on two cores
+one busy neighbour slows everything many times over (docs/benchmarks.md, "Soak").
+
 Pass: 0 unintended errors, RSS growth under 50 MB, descriptors within `FD_SLACK` of the start,
 no traceback or ERROR line in the log, nothing running or waiting at the end. Results go to
 `bench/results/soak-<UTC time>.json` (the server log beside it as `.log`) and a summary to
 stdout; the exit status is 1 when a check failed.
+
+The file is long for one entry point (what is sent, what comes back and its checks, the run,
+the report) because each part is only used here.
 """
 
 from __future__ import annotations
@@ -829,7 +836,8 @@ def summarize(run: dict, logged: dict) -> dict:
 def show(s: dict) -> None:
     cpu = s["cpu"]
     print(
-        f"\nsoak: {s['minutes']} min, {s['requests']} requests ({s['requests_per_s']}/s, "
+        f"\nsoak: {s['minutes']} min until the last answer, {s['requests']} requests "
+        f"({s['requests_per_s']}/s, "
         f"{s['generated_tokens_per_s']} generated tokens/s) after {s['warmup_requests']} in "
         f"the warm-up; CPUs used: server {cpu['server_cpus']}, client {cpu['client_cpus']}, "
         f"other processes {cpu['other_cpus']}"

@@ -1,6 +1,8 @@
 """Continuous batching on the scripted backend: admission, budget, prefix reuse, forks, load."""
 
 import asyncio
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +16,7 @@ from inkstand.engine import (
     TokenEvent,
 )
 from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
-from inkstand.engine.scheduler import AHEAD_TOKENS
+from inkstand.engine.scheduler import AHEAD_TOKENS, PROMPT_PATIENCE, Sequence, prompt_rank
 from inkstand.errors import EngineError, OverloadedError
 
 
@@ -105,6 +107,56 @@ async def test_prompt_chunks_respect_the_step_budget_while_others_generate(make_
         await collect(engine, request("b" * 100, max_tokens=2))
     mixed = [c for c in backend.decode_calls if len(c) == 2]
     assert mixed and all(sum(len(e.tokens) for e in c) <= 17 for c in mixed)
+
+
+def prompt_sequence(length: int, fed: int, admitted_at: float) -> Sequence:
+    job = SimpleNamespace(request=SimpleNamespace(prompt_tokens=(1,) * length))
+    return Sequence(job, 0, 0, fed=fed, cached=0, admitted_at=admitted_at)  # type: ignore[arg-type]
+
+
+def test_prompts_get_the_budget_shortest_rest_first_and_overdue_ones_before_all():
+    now = 1000.0
+    long_old = prompt_sequence(900, 100, now - 1)
+    short_new = prompt_sequence(40, 0, now)
+    half_read = prompt_sequence(600, 580, now - 0.5)  # 20 left
+    overdue = prompt_sequence(2000, 0, now - PROMPT_PATIENCE - 1)
+    older_overdue = prompt_sequence(3000, 0, now - PROMPT_PATIENCE - 2)
+    ranked = sorted(
+        [long_old, short_new, half_read, overdue, older_overdue],
+        key=lambda seq: prompt_rank(seq, now - PROMPT_PATIENCE),
+    )
+    assert ranked == [older_overdue, overdue, half_read, short_new, long_old]
+
+
+class SlowFakeBackend(FakeBackend):
+    """Decodes take a little time, so prompts are still being read when others arrive."""
+
+    def decode(self, batch):
+        time.sleep(0.002)
+        return super().decode(batch)
+
+
+async def test_a_short_prompt_gets_its_first_token_before_a_long_one_admitted_earlier(make_engine):
+    backend = SlowFakeBackend("x" * 100_000, n_seq_max=3, n_batch=256, n_ctx=200_000)
+    engine = make_engine(backend, step_tokens=8)
+    firsts: list[str] = []
+
+    async def first_token(name: str, prompt: str) -> None:
+        async with engine.stream(request(prompt, max_tokens=2)) as events:
+            await anext(events)
+            firsts.append(name)
+            async for _ in events:
+                pass
+
+    async with engine.stream(request("a", max_tokens=100_000)) as running:
+        await anext(running)  # from here on the budget is step_tokens per step
+        long = asyncio.create_task(first_token("long", "L" * 800))
+        async with asyncio.timeout(5):
+            while len(engine._scheduler.active) < 2:
+                await asyncio.sleep(0.001)
+        await first_token("short", "s" * 10)
+        await long
+    assert firsts == ["short", "long"]
 
 
 async def test_waiting_requests_are_admitted_in_arrival_order(make_engine):

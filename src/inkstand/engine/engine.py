@@ -32,7 +32,7 @@ from inkstand.errors import InkstandError, OverloadedError
 class EngineConfig:
     max_waiting: int = 64  # requests waiting for a slot before new ones get a 503
     queue_timeout: float = 30.0
-    step_tokens: int = 128
+    step_tokens: int = 512
     aging: float | None = None  # see SchedulerConfig
 
 
@@ -116,7 +116,7 @@ class Engine:
 
         A request the engine thread has not collected yet is not waiting if a slot is free.
         """
-        waiting = list(self._scheduler.waiting)  # one copy in C: safe from the engine thread
+        waiting = tuple(self._scheduler.waiting.jobs)  # one copy in C, safe from this thread
         pending = self._inbox.qsize() + len(waiting)
         wanted = self._inbox.qsize() + sum(job.request.n for job in waiting)
         return min(pending, max(0, wanted - len(self._scheduler.free)))
