@@ -108,7 +108,6 @@ class Target:
 
 
 def parse_args() -> argparse.Namespace:
-    defaults = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
@@ -135,12 +134,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--churn", type=int, default=1000, help="short requests (RSS test)")
     parser.add_argument("--kv-rounds", type=int, default=3, help="timed waves per KV layout")
+    add_server_arguments(parser, quiet_budget=600.0)
+    return parser.parse_args()
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, quiet_budget: float) -> None:
+    """What every server of a side-by-side run shares, and the wait for idle CPUs."""
+    defaults = load_settings()
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--ctx-size", type=int, default=defaults.ctx_size, help="per sequence")
     parser.add_argument("--slots", type=int, default=defaults.slots)
-    parser.add_argument("--quiet-budget", type=float, default=600.0,
+    parser.add_argument("--quiet-budget", type=float, default=quiet_budget,
                         help="max seconds to wait for idle CPUs over the run")  # fmt: skip
-    return parser.parse_args()
 
 
 def main() -> int:

@@ -59,12 +59,12 @@ import latency_report as report
 import load
 import uvloop
 from baseline import Baseline
-from concurrency import Target, inkstand_spec, llama_server_spec
+from concurrency import Target, add_server_arguments, inkstand_spec, llama_server_spec
 from llama_server import ensure_llama_server
 from servers import free_port
 from workload import TOPICS
 
-from inkstand.config import find_embedded_model, load_settings
+from inkstand.config import find_embedded_model
 
 STAGES = ("capacity", "poisson", "burst", "big")
 
@@ -151,7 +151,6 @@ def poisson_plan(prompts: MixedPrompts, rng: random.Random, rate: float, count: 
 
 
 def parse_args() -> argparse.Namespace:
-    defaults = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--loads", type=float, nargs="+", default=[0.4, 0.8],
@@ -172,11 +171,7 @@ def parse_args() -> argparse.Namespace:
         "--variant", action="append", default=[], metavar="NAME=DIR",
         help="also serve Inkstand from DIR/inkstand (a copy of src/), named NAME",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--ctx-size", type=int, default=defaults.ctx_size, help="per sequence")
-    parser.add_argument("--slots", type=int, default=defaults.slots)
-    parser.add_argument("--quiet-budget", type=float, default=900.0,
-                        help="max seconds to wait for idle CPUs over the run")  # fmt: skip
+    add_server_arguments(parser, quiet_budget=900.0)
     return parser.parse_args()
 
 
