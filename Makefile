@@ -25,8 +25,10 @@ lint: install
 
 # llama-server replicas serve the upstream tests; built once per machine (minutes), then cached.
 # The third-party clients (langchain-writer's venv, the npm writer-sdk) likewise (~15 s).
+# Debian's chromium drives the playground's browser test (installed if missing, as root).
 test: install lint
 	$(PY) scripts/llama_server.py >/dev/null
+	$(PY) scripts/browser.py >/dev/null
 	$(PY) scripts/client_suites.py >/dev/null
 	$(VENV)/bin/pytest
 

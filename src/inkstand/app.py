@@ -15,9 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from inkstand.api import errors
+from inkstand.api import errors, playground
 from inkstand.api import files as files_api
 from inkstand.api import graphs as graphs_api
+from inkstand.api import openai as openai_api
 from inkstand.api.chat import chat
 from inkstand.api.completions import completions
 from inkstand.api.gate import Gate, GateMiddleware
@@ -100,6 +101,8 @@ def create_app(
             Route("/v1/translation", translation, methods=["POST"]),
             *files_api.ROUTES,
             *graphs_api.ROUTES,
+            *openai_api.ROUTES,
+            *playground.routes(settings),
         ],
         middleware=[
             Middleware(AccessLogMiddleware),

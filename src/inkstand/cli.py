@@ -162,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
         help="off: no rate limits and no usage records (keys are still checked)",
     )
     serve.add_argument(
+        "--playground",
+        choices=("on", "off"),
+        help="the web playground at / (default on; off: / is a 404)",
+    )
+    serve.add_argument(
         "--usage-retention-days",
         type=int,
         help="days usage records are kept (default 90; 0: forever)",
@@ -259,8 +264,9 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in {"command", "run"}}
     if flags.get("api_key"):
         flags["api_key"] = tuple(flags["api_key"])
-    if flags.get("gateway") is not None:
-        flags["gateway"] = flags["gateway"] == "on"
+    for switch in ("gateway", "playground"):
+        if flags.get(switch) is not None:
+            flags[switch] = flags[switch] == "on"
     try:
         return serve(flags)
     except InkstandError as exc:

@@ -126,6 +126,7 @@ class Settings:
     rpm: int = 0  # requests per minute per key unless the key says otherwise; 0: no limit
     tpm: int = 0  # tokens (prompt + completion) per minute per key; 0: no limit
     gateway: bool = True  # false: no rate limits and no usage records (keys still checked)
+    playground: bool = True  # the web page at `/` (api/playground.py); false: `/` is a 404
     usage_retention_days: int = 90  # usage records older than this are pruned; 0: keep all
     log_level: str = "info"
     # Testing only: engine calls to fail on purpose ("sample@3,decode@10"; see

@@ -3,8 +3,9 @@ wire model."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -35,14 +36,39 @@ def _too_large(limit: int) -> PayloadTooLargeError:
 
 
 async def read_model(request: Request, model: type[Model], settings: Settings) -> Model:
-    raw = await read_body(request, settings.max_body_bytes)
-    if not raw.strip():
-        raise BadRequestError("The request body is empty; send a JSON object.")
-    _check_values(raw, settings.max_json_values)
+    raw = await _read_json_bytes(request, settings)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise from_validation(exc) from exc
+
+
+async def read_object(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body as a JSON object, within the same limits, for a caller that reshapes it
+    before validating it (`validate`)."""
+    raw = await _read_json_bytes(request, settings)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"The request body is not valid JSON: {exc}.") from exc
+    if not isinstance(data, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    return data
+
+
+def validate(model: type[Model], data: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from exc
+
+
+async def _read_json_bytes(request: Request, settings: Settings) -> bytes:
+    raw = await read_body(request, settings.max_body_bytes)
+    if not raw.strip():
+        raise BadRequestError("The request body is empty; send a JSON object.")
+    _check_values(raw, settings.max_json_values)
+    return raw
 
 
 def _check_values(raw: bytes, limit: int) -> None:

@@ -1,15 +1,20 @@
-"""Render every error, whatever raised it, as Writer's envelope with the right status.
+"""Render every error, whatever raised it, with the right status, in the shape of the API
+that was called: Writer's envelope, or OpenAI's under `/openai/`.
 
     {"tpe": ..., "errors": [{"description", "key", "extras"}], "extras": {}}
+    {"error": {"message", "type", "param", "code"}}
 
-`Retry-After` goes on errors the client should retry later; `x-should-retry: false` on
-those it should not retry at all (the SDK otherwise retries 409 and 5xx seven times).
+The path decides (`error_body`), so an error is rendered for its surface wherever it is
+raised: a route, the gateway's middleware, a stream's error frame. `Retry-After` goes on
+errors the client should retry later; `x-should-retry: false` on those it should not retry
+at all (both SDKs otherwise retry 409 and 5xx).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 
 import orjson
 from pydantic import ValidationError
@@ -18,11 +23,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inkstand.errors import (
+    AuthenticationError,
     BadRequestError,
+    ContextLengthError,
     EngineError,
     InkstandError,
     MethodNotAllowedError,
+    ModelNotFoundError,
     NotFoundError,
+    PermissionError_,
+    RateLimitError,
 )
 
 log = logging.getLogger("inkstand.api")
@@ -36,6 +46,50 @@ def envelope(exc: InkstandError) -> dict:
     }
 
 
+OPENAI_PREFIX = "/openai/"
+OPENAI_CODES: tuple[tuple[type[InkstandError], str], ...] = (
+    (ContextLengthError, "context_length_exceeded"),
+    (ModelNotFoundError, "model_not_found"),
+    (AuthenticationError, "invalid_api_key"),
+    (PermissionError_, "model_not_allowed"),
+    (RateLimitError, "rate_limit_exceeded"),
+)
+FIELD = re.compile(r"^(?:Invalid request: )?`([A-Za-z_][\w.\[\]]*)`")
+
+
+def is_openai(path: str) -> bool:
+    return path.startswith(OPENAI_PREFIX)
+
+
+def error_body(exc: InkstandError, path: str) -> dict:
+    """The error as the API under `path` spells it."""
+    return openai_error(exc) if is_openai(path) else envelope(exc)
+
+
+def openai_error(exc: InkstandError) -> dict:
+    """OpenAI's error object; `param` is the field a 400 names first, `code` as OpenAI's."""
+    field = FIELD.match(exc.description) if exc.status == 400 else None
+    code = next((c for kind, c in OPENAI_CODES if isinstance(exc, kind)), None)
+    return {
+        "error": {
+            "message": exc.description,
+            "type": _openai_type(exc.status),
+            "param": field.group(1) if field else None,
+            "code": code,
+        }
+    }
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
 def error_headers(exc: InkstandError) -> dict[str, str]:
     headers = {}
     if exc.retry_after is not None:
@@ -45,9 +99,13 @@ def error_headers(exc: InkstandError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: InkstandError, extra_headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    exc: InkstandError, extra_headers: dict[str, str] | None = None, *, path: str = ""
+) -> Response:
+    """`exc` as a response to a request for `path` (its API's error shape)."""
     headers = {**error_headers(exc), **(extra_headers or {})}
-    return Response(orjson.dumps(envelope(exc)), exc.status, headers, media_type="application/json")
+    body = orjson.dumps(error_body(exc, path))
+    return Response(body, exc.status, headers, media_type="application/json")
 
 
 def from_validation(exc: ValidationError) -> BadRequestError:
@@ -69,25 +127,27 @@ def _is_union_tag(part: object) -> bool:
 
 async def on_inkstand_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InkstandError)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"No route for {request.method} {request.url.path}."))
+        missing = NotFoundError(f"No route for {request.method} {request.url.path}.")
+        return error_response(missing, path=request.url.path)
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         err = MethodNotAllowedError(
             f"{request.method} is not allowed on {request.url.path}; "
             f"use {allow or 'another method'}."
         )
-        return error_response(err, {"Allow": allow} if allow else None)
+        return error_response(err, {"Allow": allow} if allow else None, path=request.url.path)
     other = InkstandError(str(exc.detail))
     other.status = exc.status_code
-    return error_response(other)
+    return error_response(other, path=request.url.path)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(EngineError("The server failed to handle the request."))
+    failed = EngineError("The server failed to handle the request.")
+    return error_response(failed, path=request.url.path)

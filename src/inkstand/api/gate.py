@@ -44,7 +44,7 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         if self.gate.closed and scope["path"] not in STILL_OPEN:
-            refusal = error_response(shutting_down(), {"Connection": "close"})
+            refusal = error_response(shutting_down(), {"Connection": "close"}, path=scope["path"])
             await refusal(scope, receive, send)
             return
         self.gate.answering += 1

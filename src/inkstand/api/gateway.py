@@ -32,7 +32,8 @@ from inkstand.store.keys import utc_now
 
 log = logging.getLogger("inkstand.gateway")
 
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/"})  # "/": the playground's page
+PUBLIC_PREFIX = "/playground/"  # its assets (api/playground.py); its API calls carry a key
 UNROUTED_CHARS = 64  # of an unknown path, kept in its usage record
 
 
@@ -56,14 +57,15 @@ class GatewayMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         try:
             key = self.gateway.authenticate(_header(scope, b"authorization"))
         except AuthenticationError as exc:
             self.metrics.unauthenticated.inc()
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, path=scope["path"])(scope, receive, send)
             return
         exchange = _Exchange(self.gateway, scope, send)
         try:
@@ -71,7 +73,7 @@ class GatewayMiddleware:
                 exchange.state["key_id"] = key.id
                 exchange.state["admission"] = self.gateway.admit(key)
             except InkstandError as exc:
-                await error_response(exc)(scope, receive, exchange.send)
+                await error_response(exc, path=scope["path"])(scope, receive, exchange.send)
                 return
             await self.app(scope, receive, exchange.send)
         except Exception:

@@ -2,7 +2,9 @@
 
 Framing follows what Writer's SDK parser accepts: one `data:` line per event and a blank line,
 no `id:` lines, comments (`:`) as keep-alives, `event: error` carrying the error envelope once
-the 200 has been sent, and `data: [DONE]` at the end of a good stream.
+the 200 has been sent, and `data: [DONE]` at the end of a good stream. On OpenAI's routes an
+error after the 200 is a `data:` frame holding OpenAI's `{"error": ...}`, which its SDK
+raises from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from inkstand.api.errors import envelope
+from inkstand.api.errors import envelope, is_openai, openai_error
 from inkstand.api.gate import shutting_down
 from inkstand.errors import EngineError, InkstandError
 
@@ -35,7 +37,10 @@ def encode_data(payload: dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def encode_error(exc: InkstandError) -> bytes:
+def encode_error(exc: InkstandError, path: str = "") -> bytes:
+    """The error frame for a stream answering a request for `path`."""
+    if is_openai(path):
+        return b"data: " + orjson.dumps(openai_error(exc)) + b"\n\n"
     return b"event: error\ndata: " + orjson.dumps(envelope(exc)) + b"\n\n"
 
 
@@ -59,8 +64,10 @@ class SSEResponse:
         self._last_write = time.monotonic()
         self._writing = 0  # writes waiting for the transport
         self._ended = False
+        self._path = ""  # the request's, for the shape of an error frame
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._path = scope.get("path", "")
         writer = asyncio.current_task()
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, writer))
         ticker = asyncio.create_task(self._keepalive(send))
@@ -87,10 +94,11 @@ class SSEResponse:
                 await self._send(send, encode_data(payload))
             tail = DONE
         except InkstandError as exc:
-            tail = encode_error(exc)
+            tail = encode_error(exc, self._path)
         except Exception:
             log.exception("stream failed after the response started")
-            tail = encode_error(EngineError("The server failed while streaming the answer."))
+            failed = EngineError("The server failed while streaming the answer.")
+            tail = encode_error(failed, self._path)
         self._ended = True
         await self._send(send, tail, more=False)
 
@@ -100,7 +108,11 @@ class SSEResponse:
         self._ended = True
         with contextlib.suppress(OSError, RuntimeError):
             await send(
-                {"type": "http.response.body", "body": encode_error(exc), "more_body": False}
+                {
+                    "type": "http.response.body",
+                    "body": encode_error(exc, self._path),
+                    "more_body": False,
+                }
             )
 
     async def _send(self, send: Send, frame: bytes, *, more: bool = True) -> None:

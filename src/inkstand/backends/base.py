@@ -23,6 +23,7 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1: off; applies over the last 64 tokens
     seed: int | None = None
     logprobs: bool = False
+    top_logprobs: int = 0  # with `logprobs`: the most likely tokens listed at each position
     # A GBNF grammar (rule `root`) every sampled token must follow; None: unconstrained.
     grammar: str | None = None
     # Lazy grammar: words; the grammar applies only once the output contains one of them,
@@ -109,6 +110,10 @@ class Backend(Protocol):
     def sample(self, seq_id: int, logits_index: int) -> int: ...
 
     def logprob(self, logits_index: int, token: int) -> float: ...
+
+    def top_logprobs(self, logits_index: int, k: int) -> list[tuple[int, float]]:
+        """The `k` most likely tokens and their log-probabilities, best first."""
+        ...
 
     def end(self, seq_id: int) -> None:
         """Release slot `seq_id`'s sampler; its KV stays, for reuse by a later request."""

@@ -108,6 +108,10 @@ class FakeBackend:
     def logprob(self, logits_index: int, token: int) -> float:
         return -0.5
 
+    def top_logprobs(self, logits_index: int, k: int) -> list[tuple[int, float]]:
+        """Scripted alternatives: the bytes of "abc..." with falling log-probabilities."""
+        return [(ord("a") + i, -0.5 - 0.25 * i) for i in range(min(k, 26))]
+
     def end(self, seq_id: int) -> None:
         if self.sampled.pop(seq_id, None) is not None:
             self.ended.append(seq_id)

@@ -207,7 +207,7 @@ class LlamaCppBackend:
         if sampling.min_p > 0.0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(sampling.min_p, 1))
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(sampling.temperature))
-        seed = sampling.seed if sampling.seed is not None else L.LLAMA_DEFAULT_SEED
+        seed = sampling.seed % 2**32 if sampling.seed is not None else L.LLAMA_DEFAULT_SEED
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
         return chain
 
@@ -258,9 +258,15 @@ class LlamaCppBackend:
 
     def logprob(self, logits_index: int, token: int) -> float:
         logits = self._logits(logits_index).astype(np.float64)
-        top = float(logits.max())
-        log_z = top + math.log(float(np.exp(logits - top).sum()))
-        return float(logits[token]) - log_z
+        return float(logits[token]) - _log_z(logits)
+
+    def top_logprobs(self, logits_index: int, k: int) -> list[tuple[int, float]]:
+        logits = self._logits(logits_index).astype(np.float64)
+        k = min(k, logits.size)
+        best = np.argpartition(-logits, k - 1)[:k]
+        best = best[np.argsort(-logits[best], kind="stable")]
+        log_z = _log_z(logits)
+        return [(int(t), float(logits[t]) - log_z) for t in best]
 
     def close(self) -> None:
         for seq_id in list(self._samplers) + list(self._constraints):
@@ -275,3 +281,9 @@ class LlamaCppBackend:
         if self._model:
             L.llama_model_free(self._model)
             self._model = None
+
+
+def _log_z(logits: np.ndarray) -> float:
+    """The log of the softmax's denominator, computed without overflow."""
+    top = float(logits.max())
+    return top + math.log(float(np.exp(logits - top).sum()))

@@ -19,10 +19,11 @@ def empty_graph_data() -> dict[str, None]:
 
 
 def logprob_entries(tokens: list[TokenInfo]) -> list[dict[str, Any]]:
-    return [
-        {"token": t.text, "logprob": t.logprob, "bytes": list(t.raw), "top_logprobs": []}
-        for t in tokens
-    ]
+    return [{**_logprob(t), "top_logprobs": [_logprob(a) for a in t.top]} for t in tokens]
+
+
+def _logprob(token: TokenInfo) -> dict[str, Any]:
+    return {"token": token.text, "logprob": token.logprob, "bytes": list(token.raw)}
 
 
 def usage_body(prompt: int, completion: int, cached: int) -> dict[str, Any]:

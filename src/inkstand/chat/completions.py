@@ -59,13 +59,25 @@ class CompletionService:
         self.catalog = catalog
         self.limits = limits or RequestLimits()
 
-    async def plan(self, request: CompletionsRequest, *, scope: str = "") -> CompletionPlan:
-        """Everything before generation; `scope` is whose prefix cache the request may use."""
+    async def plan(
+        self, request: CompletionsRequest, *, scope: str = "", choices: int | None = None
+    ) -> CompletionPlan:
+        """Everything before generation; `scope` is whose prefix cache the request may use.
+
+        `choices`: that many answers, all kept (OpenAI's `n`), instead of Writer's `best_of`."""
         served = self.catalog.resolve(request.model)
         if isinstance(served, ServedUpstream):
+            if (choices or 1) > 1:
+                raise UnsupportedFeatureError(
+                    f"`n` above 1 is not available for `{request.model}`, which an upstream "
+                    "engine serves; send one request per choice."
+                )
             return await self._plan_upstream(request, served, scope)
-        best_of = check_choices("best_of", request.best_of or 1, self.limits.max_n, served)
-        if best_of > 1 and request.stream:
+        if choices is not None:
+            best_of = check_choices("n", choices, self.limits.max_n, served)
+        else:
+            best_of = check_choices("best_of", request.best_of or 1, self.limits.max_n, served)
+        if best_of > 1 and request.stream and choices is None:
             raise BadRequestError(
                 "`best_of` above 1 cannot be streamed: the best choice is known only at the end."
             )
@@ -86,7 +98,7 @@ class CompletionService:
             request.temperature,
             request.top_p,
             seed=request.random_seed,
-            logprobs=best_of > 1,
+            logprobs=best_of > 1 and choices is None,
         )
         generation = GenerationRequest(
             tokens, max_tokens, sampling, request.stops, best_of, cache_scope=scope

@@ -189,7 +189,9 @@ class ChatService:
             served,
             request.temperature,
             request.top_p,
+            seed=request.seed,
             logprobs=bool(request.logprobs),
+            top_logprobs=request.top_logprobs or 0,
             grammar=output.grammar,
             grammar_triggers=output.triggers,
         )

@@ -413,8 +413,13 @@ class Scheduler:
     def _token_info(self, seq: Sequence, token: int, logits_index: int) -> TokenInfo | None:
         if not seq.job.request.sampling.logprobs:
             return None
-        raw = b"" if self.backend.is_eog(token) else self.backend.token_bytes(token)
         logprob = self.backend.logprob(logits_index, token)
+        k = seq.job.request.sampling.top_logprobs
+        top = self.backend.top_logprobs(logits_index, k) if k else []
+        return replace(self._token(token, logprob), top=tuple(self._token(t, lp) for t, lp in top))
+
+    def _token(self, token: int, logprob: float) -> TokenInfo:
+        raw = b"" if self.backend.is_eog(token) else self.backend.token_bytes(token)
         return TokenInfo(token, raw.decode("utf-8", errors="replace"), raw, logprob)
 
     def _finish(self, seq: Sequence, reason: FinishReason, ahead: tuple[int, ...] = ()) -> None:

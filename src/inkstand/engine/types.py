@@ -46,6 +46,8 @@ class TokenInfo:
     text: str
     raw: bytes
     logprob: float
+    # The most likely tokens at this position, best first (`SamplingParams.top_logprobs`).
+    top: tuple[TokenInfo, ...] = ()
 
 
 @dataclass(frozen=True)

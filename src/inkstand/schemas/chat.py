@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI allows
+
 
 class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -176,6 +178,15 @@ class ChatRequest(Lenient):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     response_format: ResponseFormat | None = None
+    # Not in Writer's API (OpenAI's spelling; the `/openai/v1` routes fill them): honoured here.
+    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+
+    @model_validator(mode="after")
+    def _alternatives_need_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("`top_logprobs` needs `logprobs: true`")
+        return self
 
     @field_validator("tool_choice", mode="before")
     @classmethod

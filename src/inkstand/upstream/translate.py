@@ -54,6 +54,7 @@ class UpstreamJob:
     n: int
     affinity: bytes  # conversations with the same leading messages (and scope) share it
     logprobs: bool = False
+    top_logprobs: int = 0  # alternatives kept per token (the engine is asked for at least 1)
     chat: bool = True
     scope: str = ""  # whose prefix cache (an API key's id; "" when all share one)
     prompt_tokens: int = 0  # counted or estimated: the usage when the engine reports none
@@ -110,11 +111,13 @@ def chat_job(
         body["max_tokens"] = max_tokens
     if n > 1:
         body["n"] = n
+    if request.seed is not None:
+        body["seed"] = request.seed
     if request.logprobs:
-        # Writer's entries carry no alternatives; llama-server sends 20 unless told (and
-        # none at all for 0).
+        # llama-server sends 20 alternatives unless told (and none at all for 0); those
+        # beyond what the caller asked for are dropped.
         body["logprobs"] = True
-        body["top_logprobs"] = 1
+        body["top_logprobs"] = max(1, request.top_logprobs or 0)
     response_format = _response_format(request)
     if response_format is not None:
         body["response_format"] = response_format
@@ -134,6 +137,7 @@ def chat_job(
         n,
         affinity=_affinity(scope, request.messages),
         logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs or 0,
         scope=scope,
         forced=forced,
         forced_names=names,
@@ -287,6 +291,9 @@ class ChunkReader:
                 self.reasons[index] = choice["finish_reason"]
         return events
 
+    def _token_info(self, entry: dict) -> TokenInfo:
+        return _token_info(entry, self.job.top_logprobs)
+
     def _chat_events(self, index: int, delta: dict, choice: dict) -> list[Event]:
         events: list[Event] = []
         text = delta.get("content") or ""
@@ -294,10 +301,10 @@ class ChunkReader:
             self._chunks[index] = self._chunks.get(index, 0) + 1
         entries = ((choice.get("logprobs") or {}).get("content") or ()) if self.job.logprobs else ()
         if self.calls_as_json:  # log-probabilities ride on chunks of their own, as locally
-            events += [TokenEvent("", _token_info(e), index) for e in entries]
+            events += [TokenEvent("", self._token_info(e), index) for e in entries]
             return events + list(self._json_call(index).feed(text))
         if entries and "".join(e.get("token", "") for e in entries) == text:
-            events += [TokenEvent(e["token"], _token_info(e), index) for e in entries]
+            events += [TokenEvent(e["token"], self._token_info(e), index) for e in entries]
         elif text:
             events.append(TokenEvent(text, index=index))
         for call in delta.get("tool_calls") or ():
@@ -375,9 +382,11 @@ class ChunkReader:
         return counts
 
 
-def _token_info(entry: dict) -> TokenInfo:
+def _token_info(entry: dict, top: int = 0) -> TokenInfo:
     raw = bytes(entry.get("bytes") or entry.get("token", "").encode())
-    return TokenInfo(-1, entry.get("token", ""), raw, float(entry.get("logprob") or 0.0))
+    alternatives = tuple(_token_info(a) for a in (entry.get("top_logprobs") or ())[:top])
+    token = entry.get("token", "")
+    return TokenInfo(-1, token, raw, float(entry.get("logprob") or 0.0), alternatives)
 
 
 def _reason(reason: str) -> FinishReason:
