@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "--queue-timeout", type=float, help="seconds a request may wait for a slot (default 30)"
     )
     serve.add_argument(
-        "--step-tokens", type=int, help="prompt tokens per step while others generate (default 512)"
+        "--step-tokens", type=int, help="prompt tokens per step, one prompt at a time (default 512)"
     )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(
