@@ -92,7 +92,7 @@ def test_a_long_cached_history_outweighs_a_new_run():
 
 
 async def test_sixteen_requests_share_decode_steps(make_engine):
-    reply = "abcdef" * 5  # longer than the 16 steps that read the prompts, one a step
+    reply = "abcdef"
     backend = FakeBackend(reply, n_seq_max=16, n_batch=256)
     engine = make_engine(backend)
     results = await asyncio.gather(*(collect(engine, request(f"p{i}")) for i in range(16)))
@@ -160,14 +160,14 @@ async def test_a_short_prompt_gets_its_first_token_before_a_long_one_admitted_ea
     assert firsts == ["short", "long"]
 
 
-async def test_each_step_reads_one_prompt_whether_or_not_anything_generates(make_engine):
+async def test_the_step_budget_holds_whether_or_not_anything_generates(make_engine):
     backend = FakeBackend("zz", n_seq_max=4, n_batch=256, n_ctx=4096)
     engine = make_engine(backend, step_tokens=32)
     prompts = ["a" * 70, "b" * 10, "c" * 40]
     await asyncio.gather(*(collect(engine, request(p, max_tokens=2)) for p in prompts))
     for call in backend.decode_calls:
         reading = [e for e in call if len(e.tokens) > 1 or not e.want_logits]
-        assert len(reading) <= 1 and all(len(e.tokens) <= 32 for e in call)
+        assert sum(len(e.tokens) for e in reading) <= 32
 
 
 async def test_waiting_requests_are_admitted_in_arrival_order(make_engine):
