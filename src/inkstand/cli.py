@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--queue-timeout", type=float, help="seconds a request may wait for a slot (default 30)"
     )
-    serve.add_argument("--step-tokens", type=int, help="prompt tokens per step (default 512)")
+    serve.add_argument(
+        "--step-tokens", type=int, help="prompt tokens per step while others generate (default 512)"
+    )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(
         "--max-file-bytes", type=int, help="one uploaded file; larger gets 413 (default 100 MiB)"

@@ -91,7 +91,7 @@ class Settings:
     slots: int = 16  # sequences decoded together
     max_waiting: int = 64  # requests queued for a slot before new ones get a 503
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
-    step_tokens: int = 512  # prompt tokens per step
+    step_tokens: int = 512  # prompt tokens per step while other sequences generate
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
     max_file_bytes: int = 100 * 1024 * 1024  # one uploaded file (`POST /v1/files`)

@@ -160,16 +160,6 @@ async def test_a_short_prompt_gets_its_first_token_before_a_long_one_admitted_ea
     assert firsts == ["short", "long"]
 
 
-async def test_the_step_budget_holds_whether_or_not_anything_generates(make_engine):
-    backend = FakeBackend("zz", n_seq_max=4, n_batch=256, n_ctx=4096)
-    engine = make_engine(backend, step_tokens=32)
-    prompts = ["a" * 70, "b" * 10, "c" * 40]
-    await asyncio.gather(*(collect(engine, request(p, max_tokens=2)) for p in prompts))
-    for call in backend.decode_calls:
-        reading = [e for e in call if len(e.tokens) > 1 or not e.want_logits]
-        assert sum(len(e.tokens) for e in reading) <= 32
-
-
 async def test_waiting_requests_are_admitted_in_arrival_order(make_engine):
     backend = FakeBackend("zz", n_seq_max=1)
     engine = make_engine(backend)

@@ -66,7 +66,7 @@ DRAIN = object()  # put on the inbox to refuse everything in flight (the server 
 @dataclass(frozen=True)
 class SchedulerConfig:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot before a 503
-    step_tokens: int = 512  # prompt tokens per step, running or not
+    step_tokens: int = 512  # prompt tokens per step while other sequences are generating
     # Seconds a request needing more slots than are free waits while smaller ones overtake
     # it; after that nobody does until it fits. None: a third of `queue_timeout`.
     aging: float | None = None
@@ -331,13 +331,12 @@ class Scheduler:
     def _build_batch(self) -> tuple[list[BatchEntry], list[Sequence]]:
         """Every generating sequence's next token, then prompt chunks up to the step budget.
 
-        Prompts get the budget in `_prompts_in_order`. The budget, `step_tokens`, holds
-        whether or not anything is generating: a prompt that arrives while a long one is
-        read waits at most one chunk before, if shorter, it goes first (measured in
-        bench/latency.py: reading a long prompt in one step held the next arrivals' first
-        tokens for its whole length). Prompts are packed into a step up to the budget, not
-        read one a step: one a step left slots idle between prompts and cost a sixth of
-        the throughput at 16 clients.
+        Prompts get the budget in `_prompts_in_order`, packed into one step up to
+        `step_tokens` while anything generates, up to the whole batch otherwise. Both
+        alternatives measured worse (bench/latency.py, docs/benchmarks.md "Tail latency"):
+        one prompt a step left slots idle between prompts (a sixth of the throughput at 16
+        clients), and the budget held while nothing generates gave a worse TTFT p95 at 80 %
+        load (1.14x llama-server's against 0.77x) and no better at 40 %.
 
         The batch lists its sequences in slot order: llama.cpp groups consecutive ids of
         one KV stream each into one ubatch only when they come in ascending order.
@@ -346,7 +345,8 @@ class Scheduler:
         for seq in self.active.values():
             if seq.next_token is not None:
                 entries.append((BatchEntry(seq.slot, (seq.next_token,), seq.position, True), seq))
-        budget = min(self.backend.n_batch - len(entries), self.config.step_tokens)
+        room = self.backend.n_batch - len(entries)
+        budget = min(room, self.config.step_tokens) if entries else room
         for seq in self._prompts_in_order():
             if budget <= 0:
                 break
