@@ -8,8 +8,6 @@ import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import (
-    Engine,
-    EngineConfig,
     Finish,
     GenerationRequest,
     SamplingParams,
@@ -35,21 +33,6 @@ def texts(events, index=0):
 
 def finishes(events):
     return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
-
-
-@pytest.fixture
-def make_engine():
-    engines = []
-
-    def make(backend, **config):
-        engine = Engine(backend, config=EngineConfig(**config))
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.close()
 
 
 def test_common_prefix_matches_a_plain_scan():
