@@ -256,12 +256,18 @@ def start_targets(
     if baseline is not None:
         port = free_port()
         specs[baseline.name] = (port, inkstand_spec(args, port, tmp / "data-base", baseline))
-    if binary is not None:
-        port = free_port()
-        specs["llama-server"] = (port, llama_server_spec(args, port, binary, model))
     if peer is not None:
         port = free_port()
         specs["llama_cpp"] = (port, llama_cpp_spec(args, port, peer, model))
+    return serve_all(stack, specs, tmp, args, binary, model)
+
+
+def serve_all(stack, specs: dict, tmp: Path, args, binary, model: str) -> dict[str, Target]:
+    """Start every `(port, spec)` of `specs`, and llama-server when `binary` is given, each
+    logging to `tmp/<name>.log`; `stack` stops them."""
+    if binary is not None:
+        port = free_port()
+        specs["llama-server"] = (port, llama_server_spec(args, port, binary, model))
     return {
         name: stack.enter_context(spec.serve(name, port, tmp / f"{name}.log"))
         for name, (port, spec) in specs.items()

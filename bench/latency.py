@@ -59,7 +59,7 @@ import latency_report as report
 import load
 import uvloop
 from baseline import Baseline
-from concurrency import Target, add_server_arguments, inkstand_spec, llama_server_spec
+from concurrency import Target, add_server_arguments, inkstand_spec, serve_all
 from llama_server import ensure_llama_server
 from servers import free_port
 from workload import TOPICS
@@ -206,13 +206,7 @@ def start_targets(stack: contextlib.ExitStack, args, model: str, binary: Path | 
         port = free_port()
         base = Baseline(name, Path(src).resolve())
         specs[name] = (port, _inkstand_spec(args, port, tmp / f"data-{name}", base))
-    if binary is not None:
-        port = free_port()
-        specs["llama-server"] = (port, llama_server_spec(args, port, binary, model))
-    return {
-        name: stack.enter_context(spec.serve(name, port, tmp / f"{name}.log"))
-        for name, (port, spec) in specs.items()
-    }
+    return serve_all(stack, specs, tmp, args, binary, model)
 
 
 def _inkstand_spec(args, port: int, data_dir: Path, base: Baseline | None = None):

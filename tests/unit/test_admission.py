@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from inkstand.backends.fake import FakeBackend
-from inkstand.engine import Engine, EngineConfig, Finish, GenerationRequest, TokenEvent
+from inkstand.engine import Finish, GenerationRequest, TokenEvent
 from inkstand.engine.scheduler import RETRY_AFTER
 from inkstand.errors import OverloadedError
 
@@ -18,19 +18,13 @@ def request(prompt="hello", max_tokens=5, n=1):
 
 
 @pytest.fixture
-def make_engine():
-    engines = []
+def endless_engine(make_engine):
+    """`endless_engine(slots, **config)`: an engine whose answers go on until cancelled."""
 
-    def make(slots=2, reply="y" * ENDLESS, **config):
-        backend = FakeBackend(reply, n_seq_max=slots, n_ctx=2 * ENDLESS)
-        engine = Engine(backend, config=EngineConfig(**config))
-        engine.start()
-        engines.append(engine)
-        return engine
+    def make(slots=2, **config):
+        return make_engine(FakeBackend("y" * ENDLESS, n_seq_max=slots, n_ctx=2 * ENDLESS), **config)
 
-    yield make
-    for engine in engines:
-        engine.close()
+    return make
 
 
 async def first_event_at(engine, req, timeline: list, name: str) -> list:
@@ -49,8 +43,8 @@ async def until_waiting(engine, count: int) -> None:
             await asyncio.sleep(0.002)
 
 
-async def test_a_request_needing_more_slots_than_are_free_lets_smaller_ones_in(make_engine):
-    engine = make_engine(slots=2, aging=60)
+async def test_a_request_needing_more_slots_than_are_free_lets_smaller_ones_in(endless_engine):
+    engine = endless_engine(slots=2, aging=60)
     timeline: list[str] = []
     async with engine.stream(request(max_tokens=ENDLESS)) as running:
         await anext(running)  # one slot busy, one free
@@ -64,8 +58,8 @@ async def test_a_request_needing_more_slots_than_are_free_lets_smaller_ones_in(m
     assert sorted(e.index for e in events if isinstance(e, Finish)) == [0, 1]
 
 
-async def test_a_request_that_waited_its_patience_is_overtaken_no_more(make_engine):
-    engine = make_engine(slots=2, aging=0.05)
+async def test_a_request_that_waited_its_patience_is_overtaken_no_more(endless_engine):
+    engine = endless_engine(slots=2, aging=0.05)
     timeline: list[str] = []
     async with engine.stream(request(max_tokens=ENDLESS)) as running:
         await anext(running)
@@ -80,8 +74,8 @@ async def test_a_request_that_waited_its_patience_is_overtaken_no_more(make_engi
     assert timeline == ["big", "small"]
 
 
-async def test_smaller_requests_keep_going_in_until_the_big_one_has_waited(make_engine):
-    engine = make_engine(slots=3, aging=0.3)
+async def test_smaller_requests_keep_going_in_until_the_big_one_has_waited(endless_engine):
+    engine = endless_engine(slots=3, aging=0.3)
     timeline: list[str] = []
     async with engine.stream(request(max_tokens=ENDLESS)) as running:
         await anext(running)
@@ -94,8 +88,8 @@ async def test_smaller_requests_keep_going_in_until_the_big_one_has_waited(make_
     assert timeline[-1] == "big"
 
 
-async def test_the_wait_for_a_slot_is_timed_from_arrival_even_while_others_overtake(make_engine):
-    engine = make_engine(slots=2, aging=60, queue_timeout=0.3)
+async def test_the_wait_for_a_slot_is_timed_from_arrival_even_while_others_overtake(endless_engine):
+    engine = endless_engine(slots=2, aging=60, queue_timeout=0.3)
     loop = asyncio.get_running_loop()
     async with engine.stream(request(max_tokens=ENDLESS)) as running:
         await anext(running)
@@ -111,8 +105,8 @@ async def test_the_wait_for_a_slot_is_timed_from_arrival_even_while_others_overt
     assert refused.value.retry_after == RETRY_AFTER > 0
 
 
-async def test_a_cancelled_request_leaves_the_wait_line_at_once(make_engine):
-    engine = make_engine(slots=1)
+async def test_a_cancelled_request_leaves_the_wait_line_at_once(endless_engine):
+    engine = endless_engine(slots=1)
     async with engine.stream(request(max_tokens=ENDLESS)) as running:
         await anext(running)
         for _ in range(3):

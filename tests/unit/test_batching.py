@@ -8,8 +8,6 @@ import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import (
-    Engine,
-    EngineConfig,
     Finish,
     GenerationRequest,
     SamplingParams,
@@ -35,21 +33,6 @@ def texts(events, index=0):
 
 def finishes(events):
     return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
-
-
-@pytest.fixture
-def make_engine():
-    engines = []
-
-    def make(backend, **config):
-        engine = Engine(backend, config=EngineConfig(**config))
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.close()
 
 
 def test_common_prefix_matches_a_plain_scan():
@@ -92,10 +75,11 @@ def test_a_long_cached_history_outweighs_a_new_run():
 
 
 async def test_sixteen_requests_share_decode_steps(make_engine):
-    backend = FakeBackend("abcdef", n_seq_max=16, n_batch=256)
+    reply = "abcdef"
+    backend = FakeBackend(reply, n_seq_max=16, n_batch=256)
     engine = make_engine(backend)
     results = await asyncio.gather(*(collect(engine, request(f"p{i}")) for i in range(16)))
-    assert all(texts(r) == "abcdef" for r in results)
+    assert all(texts(r) == reply for r in results)
     assert max(len(call) for call in backend.decode_calls) == 16
 
 

@@ -237,6 +237,8 @@ class UpstreamModel:
                 if count is not None:
                     replica.tokenizer = "llama"
                     return count
+                if replica.tokenizer == "llama":
+                    return None  # it has counted before: this prompt failed, not the endpoint
             count = await self._count_vllm(replica, fields)
         except httpx.HTTPError:
             return None
