@@ -35,7 +35,7 @@ from inkstand.errors import InkstandError
 from inkstand.gateway import Gateway
 from inkstand.knowledge.ingest import Ingestion
 from inkstand.metrics import Metrics
-from inkstand.runtime import Runtime
+from inkstand.runtime import EngineKey, Runtime
 from inkstand.store import KeyStore, Store, UsageLog, open_store
 from inkstand.store.db import connect
 from inkstand.store.files import FileStore
@@ -46,7 +46,7 @@ from inkstand.store.usage import keep_pruned, retention_cutoff
 def create_app(
     settings: Settings,
     *,
-    engines: dict[tuple[str, int], Engine] | None = None,
+    engines: dict[EngineKey, Engine] | None = None,
     store: Store | None = None,
     metrics: Metrics | None = None,
 ) -> Starlette:

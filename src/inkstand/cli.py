@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--step-tokens", type=int, help="prompt tokens per step while others generate (default 512)"
     )
+    serve.add_argument(
+        "--speculate",
+        choices=("auto", "off", "ngram"),
+        help="speculative decoding by prompt lookup, as far as it pays (default auto)",
+    )
+    serve.add_argument(
+        "--spec-max-tokens", type=int, help="most drafted tokens per sequence and step (default 8)"
+    )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(
         "--max-file-bytes", type=int, help="one uploaded file; larger gets 413 (default 100 MiB)"

@@ -33,6 +33,7 @@ from inkstand.errors import InkstandError
 
 ENV_PREFIX = "INKSTAND_"
 CACHE_SCOPES = ("key", "shared")
+SPECULATE_MODES = ("auto", "off", "ngram")
 
 
 class ConfigError(InkstandError):
@@ -77,6 +78,8 @@ class ModelSpec:
     # `/v1/completions` prompts are text; true reads control-token text in them as tokens.
     prompt_special_tokens: bool = False
     upstream: UpstreamSpec | None = None
+    speculate: str = "auto"  # see Settings.speculate
+    spec_max_tokens: int = 8
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class Settings:
     max_waiting: int = 64  # requests queued for a slot before new ones get a 503
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
     step_tokens: int = 512  # prompt tokens per step while other sequences generate
+    # Speculative decoding (engine/speculation.py): "auto"/"ngram" draft by prompt lookup,
+    # verified in the same batch, as much as the planner finds worth it; "off": never.
+    # A model entry may set its own `speculate` and `spec_max_tokens`.
+    speculate: str = "auto"
+    spec_max_tokens: int = 8  # most drafted tokens per sequence and step
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
     max_file_bytes: int = 100 * 1024 * 1024  # one uploaded file (`POST /v1/files`)
@@ -207,10 +215,11 @@ def load_settings(
             f"are out of range: {settings.max_file_bytes}, {settings.max_storage_bytes}"
         )
     _check_embedding(settings)
+    _check_speculation("setting", settings.speculate, settings.spec_max_tokens)
     if not models:
         return settings
     embedding_gguf(settings)  # a missing GGUF stops the server here, not at start
-    model_specs = _model_specs(entries, settings.ctx_size)
+    model_specs = _model_specs(entries, settings)
     aliases = _with_translator(settings.translation_model, model_specs, aliases)
     return replace(settings, models=model_specs, aliases=tuple(sorted(aliases.items())))
 
@@ -233,6 +242,15 @@ def _with_translator(
             f'it serves: {", ".join(sorted(served))} (or "off")'
         )
     return {**aliases, TRANSLATOR_ID: aliases.get(target, target)}
+
+
+def _check_speculation(where: str, mode: str, max_tokens: int) -> None:
+    if mode not in SPECULATE_MODES:
+        raise ConfigError(
+            f"{where} `speculate` must be one of {', '.join(SPECULATE_MODES)}, got {mode!r}"
+        )
+    if not 0 <= max_tokens <= 32:
+        raise ConfigError(f"{where} `spec_max_tokens` must be 0 to 32, got {max_tokens}")
 
 
 def _check_embedding(settings: Settings) -> None:
@@ -329,7 +347,15 @@ def _from_file(path: str) -> tuple[dict, dict, dict]:
     return {k: _coerce(k, v) for k, v in data.items()}, models, aliases
 
 
-LOCAL_KEYS = {"path", "top_k", "min_p", "repeat_penalty", "prompt_special_tokens"}
+LOCAL_KEYS = {
+    "path",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "prompt_special_tokens",
+    "speculate",
+    "spec_max_tokens",
+}
 UPSTREAM_KEYS = {f.name for f in fields(UpstreamSpec)} - {"urls", "model"} | {
     "urls",
     "upstream_model",
@@ -337,13 +363,17 @@ UPSTREAM_KEYS = {f.name for f in fields(UpstreamSpec)} - {"urls", "model"} | {
 COMMON_KEYS = {"backend", "name", "ctx_size", "max_output_tokens"}
 
 
-def _model_specs(models: dict, ctx_size: int) -> tuple[ModelSpec, ...]:
+def _model_specs(models: dict, settings: Settings) -> tuple[ModelSpec, ...]:
     if not models:
-        return default_models(ctx_size)
-    return tuple(_model_spec(model_id, entry, ctx_size) for model_id, entry in models.items())
+        return tuple(
+            replace(m, speculate=settings.speculate, spec_max_tokens=settings.spec_max_tokens)
+            for m in default_models(settings.ctx_size)
+        )
+    return tuple(_model_spec(model_id, entry, settings) for model_id, entry in models.items())
 
 
-def _model_spec(model_id: str, entry: dict, ctx_size: int) -> ModelSpec:
+def _model_spec(model_id: str, entry: dict, settings: Settings) -> ModelSpec:
+    ctx_size = settings.ctx_size
     backend = entry.get("backend", "llama_cpp")
     if backend not in BACKENDS:
         raise ConfigError(
@@ -365,6 +395,9 @@ def _model_spec(model_id: str, entry: dict, ctx_size: int) -> ModelSpec:
     path = entry.get("path") or find_embedded_model()
     if not Path(path).is_file():
         raise ConfigError(f"model `{model_id}`: GGUF file {path} does not exist")
+    speculate = str(entry.get("speculate", settings.speculate))
+    spec_max_tokens = int(entry.get("spec_max_tokens", settings.spec_max_tokens))
+    _check_speculation(f"model `{model_id}`:", speculate, spec_max_tokens)
     return ModelSpec(
         model_id,
         name,
@@ -375,6 +408,8 @@ def _model_spec(model_id: str, entry: dict, ctx_size: int) -> ModelSpec:
         min_p=float(entry.get("min_p", 0.05)),
         repeat_penalty=float(entry.get("repeat_penalty", 1.1)),
         prompt_special_tokens=bool(entry.get("prompt_special_tokens", False)),
+        speculate=speculate,
+        spec_max_tokens=spec_max_tokens,
     )
 
 

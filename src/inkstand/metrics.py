@@ -7,6 +7,7 @@ running and waiting requests are read from the engines when scraped.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -73,6 +74,27 @@ class Metrics:
             "Turn-tail tokens decoded into idle slots for a conversation's next turn.",
             registry=r,
         )
+        self.spec_drafts = Counter(
+            "inkstand:spec_decode_num_drafts", "Drafts verified (speculative decoding).", registry=r
+        )
+        self.spec_drafted = Counter(
+            "inkstand:spec_decode_num_draft_tokens",
+            "Drafted tokens verified (speculative decoding).",
+            registry=r,
+        )
+        self.spec_accepted = Counter(
+            "inkstand:spec_decode_num_accepted_tokens",
+            "Drafted tokens kept: each is also counted in generation_tokens.",
+            registry=r,
+        )
+        self.spec_rate = Gauge(
+            "inkstand:spec_decode_acceptance_rate",
+            "Accepted over drafted tokens since the start (0 before any draft).",
+            registry=r,
+        )
+        self._spec_totals = (0, 0)  # (drafted, accepted) over every engine
+        self._spec_lock = threading.Lock()
+        self.spec_rate.set_function(self._acceptance_rate)
         self.unauthenticated = Counter(
             "inkstand:unauthenticated_requests",
             "API requests refused with 401 (counted here, never stored).",
@@ -88,6 +110,10 @@ class Metrics:
     def watch_store(self, size: Callable[[], int]) -> None:
         """Read the store's size (bytes) at every scrape."""
         self.store_bytes.set_function(size)
+
+    def _acceptance_rate(self) -> float:
+        drafted, accepted = self._spec_totals
+        return accepted / drafted if drafted else 0.0
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -115,3 +141,11 @@ class Metrics:
 
     def decoded_ahead(self, tokens: int) -> None:
         self.ahead_tokens.inc(tokens)
+
+    def speculated(self, drafted: int, accepted: int) -> None:
+        self.spec_drafts.inc()
+        self.spec_drafted.inc(drafted)
+        self.spec_accepted.inc(accepted)
+        with self._spec_lock:
+            total_drafted, total_accepted = self._spec_totals
+            self._spec_totals = (total_drafted + drafted, total_accepted + accepted)

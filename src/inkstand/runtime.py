@@ -32,6 +32,7 @@ from inkstand.chat.service import ChatService
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
 from inkstand.engine.observer import EngineObserver
+from inkstand.engine.speculation import SpeculateMode
 from inkstand.errors import ModelFailedError, OverloadedError
 from inkstand.knowledge.embedding import Embedder, open_embedder
 from inkstand.knowledge.semantic import SemanticSearch
@@ -41,12 +42,19 @@ from inkstand.upstream.replicas import Fleet
 
 log = logging.getLogger("inkstand")
 
+EngineKey = tuple[str, int, str, int]  # what makes two model entries share one engine
+
+
+def engine_key(spec: ModelSpec) -> EngineKey:
+    """Entries with the same GGUF, context and speculation settings share an engine."""
+    return (spec.path, spec.ctx_size, spec.speculate, spec.spec_max_tokens)
+
 
 class Runtime:
     def __init__(self, settings: Settings, observer: EngineObserver | None = None) -> None:
         self.settings = settings
         self.observer = observer
-        self.engines: dict[tuple[str, int], Engine] = {}
+        self.engines: dict[EngineKey, Engine] = {}
         self.ready = False
         self.failure: str | None = None
         self._catalog: Catalog | None = None
@@ -98,11 +106,11 @@ class Runtime:
         upstream = self.upstreams.get(spec.id)
         if upstream is not None:
             return "ready" if upstream.ready else "unavailable"
-        engine = self.engines.get((spec.path, spec.ctx_size))
+        engine = self.engines.get(engine_key(spec))
         return "failed" if engine is not None and not engine.healthy else state
 
-    def install(self, engines: dict[tuple[str, int], Engine]) -> None:
-        """Serve the given started engines (keyed by GGUF path and context size)."""
+    def install(self, engines: dict[EngineKey, Engine]) -> None:
+        """Serve the given started engines (keyed by `engine_key`)."""
         self.engines = engines
         served: dict[str, Served] = {}
         for spec in self.settings.models:
@@ -110,7 +118,7 @@ class Runtime:
             if upstream is not None:
                 served[spec.id] = ServedUpstream(spec.id, spec, upstream)
             else:
-                served[spec.id] = ServedModel(spec.id, spec, engines[(spec.path, spec.ctx_size)])
+                served[spec.id] = ServedModel(spec.id, spec, engines[engine_key(spec)])
         self._catalog = Catalog(served, dict(self.settings.aliases))
         settings = self.settings
         limits = RequestLimits(
@@ -135,10 +143,10 @@ class Runtime:
         return thread
 
     def _load(self) -> None:
-        engines: dict[tuple[str, int], Engine] = {}
+        engines: dict[EngineKey, Engine] = {}
         try:
             for spec in self.settings.models:
-                key = (spec.path, spec.ctx_size)
+                key = engine_key(spec)
                 if spec.upstream is None and key not in engines:
                     log.info("loading %s (context %d tokens)", spec.path, spec.ctx_size)
                     engines[key] = self._engine(spec)
@@ -161,7 +169,13 @@ class Runtime:
             log.warning("fault injection is on (%s): for tests only", settings.fault_injection)
             faults = Faults.parse(settings.fault_injection)
             backend = cast(Backend, FaultyBackend(backend, faults))
-        config = EngineConfig(settings.max_waiting, settings.queue_timeout, settings.step_tokens)
+        config = EngineConfig(
+            settings.max_waiting,
+            settings.queue_timeout,
+            settings.step_tokens,
+            speculate=cast(SpeculateMode, spec.speculate),
+            spec_max_tokens=spec.spec_max_tokens,
+        )
         return Engine(backend, name=spec.id, config=config, observer=self.observer)
 
     def start_semantic(self) -> None:

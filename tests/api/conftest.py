@@ -14,6 +14,7 @@ from inkstand.backends.fake import FakeBackend
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine
 from inkstand.metrics import Metrics
+from inkstand.runtime import engine_key
 from inkstand.store import open_store
 
 from ..contract.openapi import writer_validators
@@ -52,7 +53,7 @@ def build_app(backend: FakeBackend, app_settings: Settings):
     metrics = Metrics()
     engine = Engine(backend, observer=metrics)
     engine.start()
-    engines = {(spec.path, spec.ctx_size): engine for spec in app_settings.models}
+    engines = {engine_key(spec): engine for spec in app_settings.models}
     return create_app(app_settings, engines=engines, store=open_store(None), metrics=metrics)
 
 

@@ -7,11 +7,12 @@ from inkstand.engine import Engine, EngineConfig
 
 @pytest.fixture
 def make_engine():
-    """`make_engine(backend, **config)`: a started `Engine` over `backend`."""
+    """`make_engine(backend, cost=None, **config)`: a started `Engine` over `backend`.
+    Speculation is off unless asked for (`speculate="auto"`, best with a known `cost`)."""
     engines = []
 
-    def make(backend, **config):
-        engine = Engine(backend, config=EngineConfig(**config))
+    def make(backend, cost=None, **config):
+        engine = Engine(backend, config=EngineConfig(**config), cost=cost)
         engine.start()
         engines.append(engine)
         return engine

@@ -1,6 +1,7 @@
 """The seam between the engine's scheduler and a model runtime.
 
-Only the engine thread calls `begin`, `fork`, `decode`, `sample`, `logprob` and `end`. The tokenizer
+Only the engine thread calls `begin`, `fork`, `decode`, `sample`, `logprob`, `truncate` and
+`end`. The tokenizer
 methods are read-only and may be called from any thread.
 """
 
@@ -37,12 +38,18 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class BatchEntry:
-    """A run of tokens for one sequence, placed at positions `start_pos` onwards."""
+    """A run of tokens for one sequence, placed at positions `start_pos` onwards.
+
+    With `want_logits`, the last `outputs` tokens get logits (a speculative step verifies a
+    draft: the logits after every drafted token); `decode` returns the index of the first of
+    them, and the others follow it, one index per token.
+    """
 
     seq_id: int
     tokens: tuple[int, ...] | list[int]
     start_pos: int
     want_logits: bool
+    outputs: int = 1
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,8 @@ class Backend(Protocol):
         """Copy slot `src`'s KV into slot `dst` (replacing it) and build `dst`'s sampler."""
 
     def decode(self, batch: list[BatchEntry]) -> list[int]:
-        """Run one forward pass; return the logits index of each entry that wanted logits.
+        """Run one forward pass; return the logits index of each entry that wanted logits
+        (of its first output: the entry's others follow it).
 
         Raises `KVFullError` when the KV cache has no room for the batch, `BackendBrokenError`
         when no batch can run any more, `EngineError` for any other failure."""
@@ -114,6 +122,9 @@ class Backend(Protocol):
     def top_logprobs(self, logits_index: int, k: int) -> list[tuple[int, float]]:
         """The `k` most likely tokens and their log-probabilities, best first."""
         ...
+
+    def truncate(self, seq_id: int, keep: int) -> None:
+        """Drop slot `seq_id`'s KV from position `keep` on (a rejected draft's tokens)."""
 
     def end(self, seq_id: int) -> None:
         """Release slot `seq_id`'s sampler; its KV stays, for reuse by a later request."""

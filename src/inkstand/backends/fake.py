@@ -7,10 +7,16 @@ cache), so the scheduler's prefix reuse and forks are verified, not assumed. `fa
 makes the next that many `decode` calls fail; `kv_full_decodes` makes them report a full KV.
 Grammars are recorded (in `sampling`), not enforced: the reply is the script. The fake
 accepts a grammar when it defines `root`, unless `refuse_grammars` is set.
+
+With `chain` set, the fake is a small random model instead: the next token depends on the
+token at the logits' position only (`chain[token]` lists the possible next tokens and their
+probabilities), drawn with each slot's own seeded generator. Speculative steps then get
+drafts that are sometimes right and sometimes wrong, and the output's distribution is known.
 """
 
 from __future__ import annotations
 
+import random
 import re
 
 from inkstand.backends.base import BatchEntry, KVFullError, ModelInfo, SamplingParams
@@ -43,6 +49,9 @@ class FakeBackend:
         self.sampling: dict[int, SamplingParams] = {}  # seq_id -> what its request asked for
         self.ended: list[int] = []
         self.refuse_grammars = False
+        self.chain: dict[int, list[tuple[int, float]]] | None = None
+        self._rows: dict[int, int] = {}  # logits index -> the token at it, in the last decode
+        self._rngs: dict[int, random.Random] = {}
 
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = False
@@ -75,11 +84,13 @@ class FakeBackend:
         del self.kv[seq_id][keep:]
         self.sampled[seq_id] = 0
         self.sampling[seq_id] = sampling
+        self._rngs[seq_id] = random.Random(sampling.seed)
 
     def fork(self, src: int, dst: int, sampling: SamplingParams) -> None:
         self.kv[dst] = list(self.kv[src])
         self.sampled[dst] = self.sampled[src]
         self.sampling[dst] = sampling
+        self._rngs[dst] = random.Random(sampling.seed)
 
     def decode(self, batch: list[BatchEntry]) -> list[int]:
         self.decode_calls.append(batch)
@@ -90,19 +101,33 @@ class FakeBackend:
             self.kv_full_decodes -= 1
             raise KVFullError("scripted full KV cache")
         at, out = 0, []
+        self._rows = {}
         for entry in batch:
             cache = self.kv[entry.seq_id]
             assert entry.start_pos == len(cache), (entry.start_pos, len(cache))
+            assert 1 <= entry.outputs <= len(entry.tokens)
             cache.extend(entry.tokens)
             assert len(cache) <= self.info.n_ctx
             at += len(entry.tokens)
             if entry.want_logits:
-                out.append(at - 1)
+                out.append(at - entry.outputs)
+                for i in range(entry.outputs):
+                    self._rows[at - entry.outputs + i] = entry.tokens[
+                        len(entry.tokens) - entry.outputs + i
+                    ]
         return out
 
+    def truncate(self, seq_id: int, keep: int) -> None:
+        assert keep <= len(self.kv[seq_id])
+        del self.kv[seq_id][keep:]
+
     def sample(self, seq_id: int, logits_index: int) -> int:
+        assert logits_index in self._rows, f"no logits at {logits_index}"
         done = self.sampled[seq_id]
         self.sampled[seq_id] = done + 1
+        if self.chain is not None:
+            tokens, weights = zip(*self.chain[self._rows[logits_index]], strict=True)
+            return self._rngs[seq_id].choices(tokens, weights)[0]
         return self.reply[done] if done < len(self.reply) else EOG
 
     def logprob(self, logits_index: int, token: int) -> float:

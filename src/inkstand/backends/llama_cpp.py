@@ -216,16 +216,16 @@ class LlamaCppBackend:
         n = 0
         logits_at: list[int] = []
         for entry in batch:
-            last = len(entry.tokens) - 1
+            first_output = len(entry.tokens) - entry.outputs if entry.want_logits else -1
             for i, token in enumerate(entry.tokens):
                 b.token[n] = token
                 b.pos[n] = entry.start_pos + i
                 b.n_seq_id[n] = 1
                 b.seq_id[n][0] = entry.seq_id
-                b.logits[n] = entry.want_logits and i == last
+                b.logits[n] = 0 <= first_output <= i
                 n += 1
             if entry.want_logits:
-                logits_at.append(n - 1)
+                logits_at.append(n - entry.outputs)
         b.n_tokens = n
         rc = L.llama_decode(self._ctx, b)
         if rc == 1:
@@ -233,6 +233,10 @@ class LlamaCppBackend:
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
         return logits_at
+
+    def truncate(self, seq_id: int, keep: int) -> None:
+        if not L.llama_memory_seq_rm(self._mem, seq_id, keep, -1):
+            raise EngineError(f"llama.cpp could not drop slot {seq_id}'s KV from {keep} on")
 
     def sample(self, seq_id: int, logits_index: int) -> int:
         """The sequence's next token from its sampler chain, under its grammar if it has one.

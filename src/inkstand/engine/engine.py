@@ -24,6 +24,8 @@ from inkstand.backends.base import Backend, ModelInfo
 from inkstand.engine.buffer import EventBuffer
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig, model_failed
+from inkstand.engine.speculation import SpeculateMode, Speculator
+from inkstand.engine.stepcost import StepCost
 from inkstand.engine.types import Event, Finish, GenerationRequest
 from inkstand.errors import InkstandError, OverloadedError
 
@@ -34,6 +36,18 @@ class EngineConfig:
     queue_timeout: float = 30.0
     step_tokens: int = 512
     aging: float | None = None  # see SchedulerConfig
+    # Speculative decoding (speculation.py): "auto" and "ngram" draft by prompt lookup under
+    # the adaptive planner; "off" never drafts (the server's own default is "auto", see
+    # config.py). `spec_max_tokens`: most drafted tokens per sequence and step.
+    speculate: SpeculateMode = "off"
+    spec_max_tokens: int = 8
+
+
+def speculator(config: EngineConfig, cost: StepCost | None) -> Speculator | None:
+    """The engine's speculation planner, or None when speculation is off."""
+    if config.speculate == "off" or config.spec_max_tokens <= 0:
+        return None
+    return Speculator(cost or StepCost(), config.spec_max_tokens)
 
 
 class EngineStream:
@@ -70,7 +84,10 @@ class Engine:
         name: str = "engine",
         config: EngineConfig = EngineConfig(),
         observer: EngineObserver | None = None,
+        cost: StepCost | None = None,
     ) -> None:
+        """`cost`: what decode steps cost, for the speculation planner (tests give a known
+        one); None: timed on the backend when the engine starts."""
         self.backend = backend
         self.config = config
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -79,6 +96,7 @@ class Engine:
             self._inbox,
             SchedulerConfig(config.queue_timeout, config.step_tokens, config.aging),
             observer or NullObserver(),
+            speculator(config, cost),
         )
         self._thread = threading.Thread(target=self._scheduler.run, name=f"inkstand-{name}")
         self._thread.daemon = True

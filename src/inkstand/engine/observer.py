@@ -24,6 +24,9 @@ class EngineObserver(Protocol):
 
     def decoded_ahead(self, tokens: int) -> None: ...
 
+    def speculated(self, drafted: int, accepted: int) -> None:
+        """A draft was verified: `accepted` of its `drafted` tokens were kept."""
+
 
 class NullObserver:
     """Reports nowhere."""
@@ -47,4 +50,7 @@ class NullObserver:
         pass
 
     def decoded_ahead(self, tokens: int) -> None:
+        pass
+
+    def speculated(self, drafted: int, accepted: int) -> None:
         pass

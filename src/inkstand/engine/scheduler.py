@@ -41,6 +41,8 @@ from inkstand.engine.admission import WaitLine
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
+from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
+from inkstand.engine.stepcost import CALIBRATION, attended
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
     Event,
@@ -117,6 +119,12 @@ class Sequence:
     awaiting_fork: bool = False
     admitted_at: float = field(default_factory=time.monotonic)
     assembler: TextAssembler = field(default_factory=TextAssembler)
+    # Speculation: the prompt and output looked up for drafts (built at the first token),
+    # how often this sequence's drafts were kept, and the draft verified in this step.
+    lookup: NgramIndex | None = None
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    draft: tuple[int, ...] = ()
+    guess: int | None = None  # the first drafted token when the planner verified none
 
     @property
     def prompt(self) -> tuple[int, ...]:
@@ -135,11 +143,13 @@ class Scheduler:
         inbox: queue.SimpleQueue,
         config: SchedulerConfig = SchedulerConfig(),
         observer: EngineObserver | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         self.backend = backend
         self.inbox = inbox
         self.config = config
         self.observer: EngineObserver = observer or NullObserver()
+        self.speculator = speculator
         self.waiting: WaitLine[Job] = WaitLine(config.patience)
         self.active: dict[int, Sequence] = {}
         self.free: set[int] = set(range(backend.n_seq_max))
@@ -157,6 +167,7 @@ class Scheduler:
 
     def run(self) -> None:
         try:
+            self._calibrate()
             while self._pass():
                 self._flush()
         except BaseException:  # past every guard (SystemExit...): leave nobody waiting
@@ -166,6 +177,38 @@ class Scheduler:
             self.stopped = True  # from now on `Engine.stream` refuses at once
             self._shutdown()
             self._flush()
+
+    def _calibrate(self) -> None:
+        """Time a few decodes in an idle slot before serving, so the speculation planner
+        starts with a fair idea of what a step costs (stepcost.py); the slot's KV is then
+        dropped. Skipped when the planner has learnt already, or on any failure."""
+        if self.speculator is None or self.speculator.cost.observed or not self.free:
+            return
+        slot = min(self.free)
+        filler = self.backend.tokenize("The quick brown fox jumps over the lazy dog. " * 8)
+        largest = max(n for n, _ in CALIBRATION)
+        try:
+            for context in sorted({c for _, c in CALIBRATION if c + largest <= self.n_ctx}):
+                self._fill(slot, filler, context)
+                for tokens in [n for n, c in CALIBRATION if c == context] * 3:
+                    entry = BatchEntry(slot, _cycle(filler, tokens), context, True, tokens)
+                    started = time.perf_counter()
+                    self.backend.decode([entry])
+                    self._observe_cost([entry], time.perf_counter() - started)
+                    self.backend.truncate(slot, context)
+        except Exception:
+            log.exception("could not time decode steps for speculation; it learns as it runs")
+        finally:
+            with contextlib.suppress(Exception):
+                self.backend.truncate(slot, 0)
+            self.cache.forget(slot)
+
+    def _fill(self, slot: int, filler: list[int], context: int) -> None:
+        """Make `slot`'s KV `context` tokens of `filler`, decoded a batch at a time."""
+        self.backend.truncate(slot, 0)
+        for start in range(0, context, self.backend.n_batch):
+            run = _cycle(filler, min(self.backend.n_batch, context - start))
+            self.backend.decode([BatchEntry(slot, run, start, False)])
 
     def _pass(self) -> bool:
         """One pass of the loop; False once told to stop. Never raises an `Exception`."""
@@ -308,7 +351,9 @@ class Scheduler:
         if not entries:
             return
         try:
+            started = time.perf_counter()
             logits_at = self.backend.decode(entries)
+            self._observe_cost(entries, time.perf_counter() - started)
             self._commit(entries, owners)
         except KVFullError:
             self._shed_newest()
@@ -341,21 +386,55 @@ class Scheduler:
         The batch lists its sequences in slot order: llama.cpp groups consecutive ids of
         one KV stream each into one ubatch only when they come in ascending order.
         """
+        generating = [seq for seq in self.active.values() if seq.next_token is not None]
         entries: list[tuple[BatchEntry, Sequence]] = []
-        for seq in self.active.values():
-            if seq.next_token is not None:
-                entries.append((BatchEntry(seq.slot, (seq.next_token,), seq.position, True), seq))
-        room = self.backend.n_batch - len(entries)
-        budget = min(room, self.config.step_tokens) if entries else room
+        room = self.backend.n_batch - len(generating)
+        budget = min(room, self.config.step_tokens) if generating else room
+        prompt_tokens = 0
         for seq in self._prompts_in_order():
-            if budget <= 0:
+            if prompt_tokens >= budget:
                 break
-            chunk = seq.prompt[seq.fed : seq.fed + budget]
+            chunk = seq.prompt[seq.fed : seq.fed + budget - prompt_tokens]
             done = seq.fed + len(chunk) == len(seq.prompt)
             entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
-            budget -= len(chunk)
+            prompt_tokens += len(chunk)
+        prompt_attended = sum(attended(e.start_pos, len(e.tokens)) for e, _ in entries)
+        self._plan_drafts(generating, prompt_tokens, prompt_attended)
+        for seq in generating:
+            assert seq.next_token is not None
+            tokens = (seq.next_token, *seq.draft)
+            entry = BatchEntry(seq.slot, tokens, seq.position, True, outputs=len(tokens))
+            entries.append((entry, seq))
         entries.sort(key=lambda pair: pair[0].seq_id)
         return [entry for entry, _ in entries], [seq for _, seq in entries]
+
+    def _plan_drafts(
+        self, generating: list[Sequence], prompt_tokens: int, prompt_attended: float
+    ) -> None:
+        """Give each generating sequence the draft it verifies this step (speculation.py),
+        within the batch's room and what the sequence may still emit."""
+        for seq in generating:
+            seq.draft = ()
+        if self.speculator is None or not generating:
+            return
+        room = self.backend.n_batch - prompt_tokens - len(generating)
+        candidates = []
+        for seq in generating:
+            limit = min(
+                self.speculator.max_tokens,
+                seq.job.request.max_tokens - seq.generated,  # the last is sampled, not drafted
+                self.n_ctx - seq.position - 1,
+                room,
+            )
+            if seq.lookup is not None and limit > 0:
+                draft = seq.lookup.draft(limit)
+                candidates.append(Candidate(seq.slot, draft, seq.acceptance.rate, seq.position))
+        base_attended = prompt_attended + sum(seq.position + 1 for seq in generating)
+        drafts = self.speculator.plan(candidates, prompt_tokens + len(generating), base_attended)
+        guesses = {c.key: c.draft[0] for c in candidates if c.draft}
+        for seq in generating:
+            seq.draft = drafts.get(seq.slot, ())
+            seq.guess = None if seq.draft else guesses.get(seq.slot)
 
     def _prompts_in_order(self) -> list[Sequence]:
         """The sequences whose prompts are not all in, in the order they get the budget.
@@ -369,6 +448,13 @@ class Scheduler:
         overdue = time.monotonic() - PROMPT_PATIENCE
         prompts.sort(key=lambda s: prompt_rank(s, overdue))
         return prompts
+
+    def _observe_cost(self, entries: list[BatchEntry], seconds: float) -> None:
+        """Teach the speculation planner what this step cost."""
+        if self.speculator is not None:
+            tokens = sum(len(e.tokens) for e in entries)
+            seen = sum(attended(e.start_pos, len(e.tokens)) for e in entries)
+            self.speculator.cost.observe(tokens, seen, seconds)
 
     def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
         """The batch is in the KV now: advance prompt positions and the prefix cache."""
@@ -387,26 +473,71 @@ class Scheduler:
         self._take(sibling, logits_index, now)
 
     def _take(self, seq: Sequence, logits_index: int, now: float) -> None:
-        """Sample the sequence's next token and emit what it releases."""
+        """Sample the sequence's next token, or verify its draft, and emit what it releases.
+
+        A draft is verified by sampling each of its positions in turn (the logits after the
+        pending token, then after each drafted token) while the sampled token is the drafted
+        one; the first that differs, or the token after a whole draft, is the new pending
+        token. See speculation.py for why this is exact. The KV of drafted tokens past the
+        last kept one is dropped, and so is their record in the prefix cache.
+        """
         if self.active.get(seq.slot) is not seq:
             return  # its request failed earlier in this step
-        token = self.backend.sample(seq.slot, logits_index)  # may fail: this request only
+        draft, seq.draft = seq.draft, ()
+        start, kept = seq.position, 0
+        for row in range(len(draft) + 1):
+            token = self.backend.sample(seq.slot, logits_index + row)  # may fail: this request
+            right = row < len(draft) and token == draft[row]
+            kept += right
+            if self._emit(seq, token, logits_index + row, now) or not right:
+                break
+        if draft:
+            self._settle_draft(seq, start, len(draft), min(row + 1, len(draft)), kept)
+        elif seq.guess is not None:  # not verified, but was it right? (so drafting can resume)
+            seq.acceptance.record(1, int(token == seq.guess))
+            seq.guess = None
+
+    def _settle_draft(
+        self, seq: Sequence, start: int, drafted: int, examined: int, kept: int
+    ) -> None:
+        """Drop the KV (and the prefix cache's record) of the drafted tokens past the kept
+        ones, and count the draft.
+
+        What stays is what `seq.position` says: the pending token and the kept drafted
+        tokens but the last one sampled, which is never in the KV (a finished answer's
+        slot gets it back with its turn tail, see `_ahead`)."""
+        in_kv = seq.position
+        if in_kv < start + 1 + drafted:
+            self.backend.truncate(seq.slot, in_kv)
+            del self.cache.tokens[seq.slot][in_kv:]
+        seq.acceptance.record(examined, kept)  # drafted tokens after an answer's end: unseen
+        self.observer.speculated(drafted, kept)
+
+    def _emit(self, seq: Sequence, token: int, logits_index: int, now: float) -> bool:
+        """Take `token` as the sequence's next; True when it ended the choice."""
         seq.generated += 1
         seq.next_token = token
+        if self.speculator is not None:
+            if seq.lookup is None:
+                seq.lookup = NgramIndex(seq.prompt)
+            seq.lookup.extend((token,))
         self._note_timing(seq, now)
         info = self._token_info(seq, token, logits_index)
         if self.backend.is_eog(token):
             if info is not None:
                 seq.job.emit(TokenEvent("", info, seq.index))
             self._finish(seq, "stop", _ahead(seq, token, eog=True))
-            return
+            return True
         text = seq.assembler.feed(self.backend.token_bytes(token))
         if text or info is not None:
             seq.job.emit(TokenEvent(text, info, seq.index))
         if seq.assembler.stopped:
             self._finish(seq, "stop")  # the answer's text ends before its last tokens
-        elif seq.generated >= seq.job.request.max_tokens or seq.position >= self.n_ctx:
+            return True
+        if seq.generated >= seq.job.request.max_tokens or seq.position >= self.n_ctx:
             self._finish(seq, "length", _ahead(seq, token, eog=False))
+            return True
+        return False
 
     def _note_timing(self, seq: Sequence, now: float) -> None:
         if seq.generated == 1:
@@ -558,6 +689,11 @@ def prompt_rank(seq: Sequence, overdue: float) -> tuple[bool, float, float]:
 def model_failed(reason: str | None) -> ModelFailedError:
     """What a request to an engine that stopped serving gets: 503, not worth retrying here."""
     return ModelFailedError(f"The model stopped serving after a failure: {reason}.")
+
+
+def _cycle(tokens: list[int], length: int) -> list[int]:
+    """`tokens` repeated to `length`."""
+    return [tokens[i % len(tokens)] for i in range(length)]
 
 
 def _ahead(seq: Sequence, last: int, *, eog: bool) -> tuple[int, ...]:

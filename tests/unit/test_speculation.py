@@ -1,0 +1,238 @@
+"""Speculative decoding on the scripted backend: drafts, the planner, and lossless output.
+
+The fake checks every batch against each slot's KV (positions must continue it), so a
+rejected draft whose KV was not dropped fails the next step. Its scripted reply copies the
+prompt, so prompt lookup drafts it; its `chain` mode is a small random model whose output
+distribution is known, for the statistical test.
+"""
+
+import asyncio
+import collections
+import math
+
+import pytest
+
+from inkstand.backends.fake import EOG, FakeBackend
+from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
+from inkstand.engine.stepcost import StepCost, attended
+
+DOCUMENT = "The quick brown fox jumps over the lazy dog. " * 3 + "Pack my box with five jugs."
+
+
+class FixedCost(StepCost):
+    """A step cost fitted to `fixed + per_token * tokens` seconds that learns nothing more:
+    the fake backend's steps take microseconds, which would teach the planner nonsense."""
+
+    def __init__(self, fixed: float, per_token: float) -> None:
+        super().__init__()
+        for tokens in (1, 2, 3, 4, 8, 16, 32, 64):
+            super().observe(tokens, attended(0, tokens), fixed + per_token * tokens)
+        self.fit()
+
+    def observe(self, tokens: int, attended: float, seconds: float) -> None:
+        pass
+
+
+CHEAP_DRAFTS = FixedCost(0.010, 0.001)  # weights-bound: a token more costs a tenth of a step
+COSTLY_DRAFTS = FixedCost(0.001, 0.010)  # compute-bound: every token costs a full step
+
+
+def request(prompt=DOCUMENT, max_tokens=200, **fields):
+    sampling = fields.pop("sampling", SamplingParams(temperature=0))
+    return GenerationRequest(tuple(prompt.encode()), max_tokens, sampling=sampling, **fields)
+
+
+async def collect(engine, req):
+    async with engine.stream(req) as events:
+        return [event async for event in events]
+
+
+def text_of(events, index=0):
+    return "".join(e.text for e in events if isinstance(e, TokenEvent) and e.index == index)
+
+
+def finishes(events):
+    return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
+
+
+def drafted_batches(backend) -> int:
+    return sum(1 for batch in backend.decode_calls for e in batch if e.outputs > 1)
+
+
+# -- prompt lookup ---------------------------------------------------------------------------
+
+
+def test_lookup_proposes_what_followed_the_latest_occurrence_of_the_longest_ngram():
+    index = NgramIndex([1, 2, 3, 4, 5, 9, 2, 3, 7, 8])
+    index.extend([2, 3])
+    assert index.draft(3) == (7, 8, 2)  # "2 3" last followed by 7 (not by 4)
+    index.extend([4])
+    assert index.draft(2) == (5, 9)  # "2 3 4" occurred once: the longest match wins
+
+
+def test_lookup_drafts_nothing_for_an_unseen_ngram_and_stops_at_the_history_end():
+    index = NgramIndex([1, 2, 3])
+    assert index.draft(4) == ()
+    index.extend([1, 2])
+    assert index.draft(4) == (3, 1, 2)
+
+
+def test_acceptance_moves_towards_recent_outcomes():
+    acceptance = Acceptance()
+    start = acceptance.rate
+    for _ in range(5):
+        acceptance.record(4, 4)
+    assert acceptance.rate > 0.85 > start
+    for _ in range(5):
+        acceptance.record(4, 0)
+    assert acceptance.rate < 0.5
+
+
+# -- the planner -----------------------------------------------------------------------------
+
+
+def test_step_cost_recovers_a_linear_cost():
+    assert CHEAP_DRAFTS.seconds(1, 1) == pytest.approx(0.011, rel=0.02)
+    assert CHEAP_DRAFTS.seconds(20, attended(0, 20)) == pytest.approx(0.030, rel=0.02)
+
+
+def test_planner_drafts_where_tokens_are_cheap_and_acceptance_high():
+    planner = Speculator(CHEAP_DRAFTS, max_tokens=6)
+    right = Candidate(0, tuple(range(10)), rate=0.9, position=100)
+    wrong = Candidate(1, tuple(range(10)), rate=0.05, position=100)
+    drafts = planner.plan([right, wrong], base_tokens=2, base_attended=202)
+    assert drafts == {0: tuple(range(6))}  # capped at max_tokens; the poor guesser gets none
+
+
+def test_planner_backs_off_when_a_token_costs_a_whole_step():
+    planner = Speculator(COSTLY_DRAFTS, max_tokens=8)
+    candidates = [Candidate(slot, (1, 2, 3, 4), rate=0.8, position=50) for slot in range(16)]
+    assert planner.plan(candidates, base_tokens=16, base_attended=16 * 51) == {}
+
+
+def test_planner_drafts_nothing_without_candidates_or_when_off():
+    assert Speculator(CHEAP_DRAFTS).plan([], 1, 1) == {}
+    off = Speculator(CHEAP_DRAFTS, enabled=False)
+    assert off.plan([Candidate(0, (1, 2), 0.99, 10)], 1, 11) == {}
+
+
+# -- lossless output on the engine ------------------------------------------------------------
+
+
+@pytest.fixture
+def engines(make_engine):
+    """`engines(reply, **config)`: (without speculation, with it) over copies of the fake."""
+
+    def make(reply=DOCUMENT, slots=2, **config):
+        plain = make_engine(FakeBackend(reply, n_seq_max=slots, n_ctx=2048), **config)
+        backend = FakeBackend(reply, n_seq_max=slots, n_ctx=2048)
+        fast = make_engine(backend, cost=CHEAP_DRAFTS, speculate="auto", **config)
+        return plain, fast, backend
+
+    return make
+
+
+async def both(engines_pair, req):
+    plain, fast, _ = engines_pair
+    return await collect(plain, req), await collect(fast, req)
+
+
+async def test_a_copied_answer_is_drafted_and_comes_out_the_same(engines):
+    pair = engines()
+    without, with_ = await both(pair, request())
+    assert text_of(with_) == text_of(without) == DOCUMENT
+    assert finishes(with_) == finishes(without)
+    assert drafted_batches(pair[2]) > 0
+    steps = [b for b in pair[2].decode_calls if any(e.want_logits for e in b)]
+    assert len(steps) < len(DOCUMENT) / 2  # several tokens a step
+
+
+async def test_rejected_drafts_leave_the_kv_and_the_prefix_cache_right(engines):
+    reply = DOCUMENT.replace("lazy dog. Pack", "lazy cat. Pack")  # drafts go wrong there
+    pair = engines(reply)
+    without, with_ = await both(pair, request())
+    assert text_of(with_) == text_of(without) == reply
+    backend, scheduler = pair[2], pair[1]._scheduler
+    slot = next(s for s, tokens in enumerate(scheduler.cache.tokens) if tokens)
+    assert scheduler.cache.tokens[slot] == backend.kv[slot]  # the fake's KV, token for token
+    follow_up = request(DOCUMENT + reply + " And again.")
+    again = await collect(pair[1], follow_up)
+    assert finishes(again)[0].cached_tokens >= len(DOCUMENT) + len(reply) - 1
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 50])
+async def test_max_tokens_is_exact(engines, max_tokens):
+    without, with_ = await both(engines(), request(max_tokens=max_tokens))
+    assert text_of(with_) == text_of(without) == DOCUMENT[:max_tokens]
+    assert [(f.reason, f.completion_tokens) for f in finishes(with_)] == [("length", max_tokens)]
+
+
+async def test_a_stop_sequence_ends_the_answer_where_it_would_have(engines):
+    req = request(stop=("jugs",))
+    without, with_ = await both(engines(), req)
+    assert text_of(with_) == text_of(without) == DOCUMENT[: DOCUMENT.index("jugs")]
+    assert finishes(with_)[0].completion_tokens == finishes(without)[0].completion_tokens
+
+
+async def test_n_choices_and_logprobs_are_kept_per_token(engines):
+    sampling = SamplingParams(temperature=0, logprobs=True, top_logprobs=2)
+    req = request(n=2, sampling=sampling)
+    without, with_ = await both(engines(), req)
+    for index in (0, 1):
+        assert text_of(with_, index) == text_of(without, index) == DOCUMENT
+        infos = [e.token for e in with_ if isinstance(e, TokenEvent) and e.index == index]
+        infos = [info for info in infos if info is not None]
+        assert len(infos) == len(DOCUMENT) + 1  # every token, the end of generation too
+        assert all(len(info.top) == 2 for info in infos)
+    assert [f.completion_tokens for f in finishes(with_)] == [len(DOCUMENT) + 1] * 2
+
+
+async def test_usage_counts_emitted_tokens_only(engines):
+    pair = engines()
+    without, with_ = await both(pair, request(max_tokens=30))
+    assert finishes(with_)[0].completion_tokens == finishes(without)[0].completion_tokens == 30
+
+
+# -- sampling keeps its distribution ----------------------------------------------------------
+
+# A three-token Markov chain: after each token, the next one's probabilities.
+CHAIN = {
+    97: [(97, 0.6), (98, 0.3), (99, 0.1)],
+    98: [(97, 0.2), (98, 0.5), (99, 0.3)],
+    99: [(97, 0.45), (98, 0.1), (99, 0.45)],
+}
+
+
+async def sample_pairs(engine, runs: int, length: int) -> collections.Counter:
+    """How often each (token, next token) pair was generated over `runs` answers."""
+    pairs: collections.Counter = collections.Counter()
+    for seed in range(runs):
+        sampling = SamplingParams(temperature=1.0, seed=seed)
+        events = await collect(engine, request("abcab", max_tokens=length, sampling=sampling))
+        tokens = [ord("b")] + [ord(ch) for ch in text_of(events)]
+        pairs.update(zip(tokens, tokens[1:], strict=False))
+    return pairs
+
+
+def chi_square(pairs: collections.Counter) -> float:
+    """Pearson's statistic of the observed pairs against CHAIN's transition probabilities."""
+    total = 0.0
+    for first, nexts in CHAIN.items():
+        seen = sum(pairs[(first, n)] for n, _ in nexts)
+        for nxt, p in nexts:
+            expected = seen * p
+            total += (pairs[(first, nxt)] - expected) ** 2 / expected
+    return total
+
+
+async def test_sampling_with_speculation_keeps_the_models_distribution(make_engine):
+    backend = FakeBackend(n_seq_max=1, n_ctx=2048)
+    backend.chain = {**CHAIN, EOG: CHAIN[97]}
+    engine = make_engine(backend, cost=CHEAP_DRAFTS, speculate="auto")
+    pairs = await asyncio.wait_for(sample_pairs(engine, runs=60, length=60), 60)
+    assert drafted_batches(backend) > 50  # drafts were verified, and some were rejected
+    statistic = chi_square(pairs)
+    # 6 degrees of freedom (3 rows of 3 outcomes); p = 0.001 lies at 22.46.
+    assert statistic < 22.46, (statistic, pairs)
+    assert math.isfinite(statistic)
