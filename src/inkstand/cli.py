@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         help="speculative decoding by prompt lookup, as far as it pays (default auto)",
     )
     serve.add_argument(
-        "--spec-max-tokens", type=int, help="most drafted tokens per sequence and step (default 8)"
+        "--spec-max-tokens", type=int, help="most drafted tokens per sequence and step (default 64)"
     )
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 10 MiB)")
     serve.add_argument(

@@ -79,7 +79,7 @@ class ModelSpec:
     prompt_special_tokens: bool = False
     upstream: UpstreamSpec | None = None
     speculate: str = "auto"  # see Settings.speculate
-    spec_max_tokens: int = 8
+    spec_max_tokens: int = 64
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Settings:
     # verified in the same batch, as much as the planner finds worth it; "off": never.
     # A model entry may set its own `speculate` and `spec_max_tokens`.
     speculate: str = "auto"
-    spec_max_tokens: int = 8  # most drafted tokens per sequence and step
+    spec_max_tokens: int = 64  # most drafted tokens per sequence and step
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
     max_file_bytes: int = 100 * 1024 * 1024  # one uploaded file (`POST /v1/files`)
@@ -249,8 +249,8 @@ def _check_speculation(where: str, mode: str, max_tokens: int) -> None:
         raise ConfigError(
             f"{where} `speculate` must be one of {', '.join(SPECULATE_MODES)}, got {mode!r}"
         )
-    if not 0 <= max_tokens <= 32:
-        raise ConfigError(f"{where} `spec_max_tokens` must be 0 to 32, got {max_tokens}")
+    if not 0 <= max_tokens <= 256:
+        raise ConfigError(f"{where} `spec_max_tokens` must be 0 to 256, got {max_tokens}")
 
 
 def _check_embedding(settings: Settings) -> None:

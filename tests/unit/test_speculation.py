@@ -15,7 +15,7 @@ import pytest
 from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
-from inkstand.engine.stepcost import StepCost, attended
+from inkstand.engine.stepcost import StepCost, attended, ubatches_of
 
 DOCUMENT = "The quick brown fox jumps over the lazy dog. " * 3 + "Pack my box with five jugs."
 
@@ -27,10 +27,12 @@ class FixedCost(StepCost):
     def __init__(self, fixed: float, per_token: float) -> None:
         super().__init__()
         for tokens in (1, 2, 3, 4, 8, 16, 32, 64):
-            super().observe(tokens, attended(0, tokens), fixed + per_token * tokens)
+            super().observe(tokens, 1, attended(0, tokens), fixed + per_token * tokens)
+            seconds = 2 * fixed + per_token * (tokens + 1)
+            super().observe(tokens + 1, 2, attended(0, tokens + 1), seconds)
         self.fit()
 
-    def observe(self, tokens: int, attended: float, seconds: float) -> None:
+    def observe(self, tokens: int, ubatches: int, attended: float, seconds: float) -> None:
         pass
 
 
@@ -64,18 +66,18 @@ def drafted_batches(backend) -> int:
 
 
 def test_lookup_proposes_what_followed_the_latest_occurrence_of_the_longest_ngram():
-    index = NgramIndex([1, 2, 3, 4, 5, 9, 2, 3, 7, 8])
+    index = NgramIndex([1, 2, 3, 4, 5, 9, 2, 3, 7, 8], sizes=(3, 2))
     index.extend([2, 3])
-    assert index.draft(3) == (7, 8, 2)  # "2 3" last followed by 7 (not by 4)
+    assert index.draft(3) == ((7, 8, 2), 2)  # "2 3" last followed by 7 (not by 4)
     index.extend([4])
-    assert index.draft(2) == (5, 9)  # "2 3 4" occurred once: the longest match wins
+    assert index.draft(2) == ((5, 9), 3)  # "2 3 4" occurred once: the longest match wins
 
 
 def test_lookup_drafts_nothing_for_an_unseen_ngram_and_stops_at_the_history_end():
-    index = NgramIndex([1, 2, 3])
-    assert index.draft(4) == ()
+    index = NgramIndex([1, 2, 3], sizes=(3, 2))
+    assert index.draft(4) == ((), 0)
     index.extend([1, 2])
-    assert index.draft(4) == (3, 1, 2)
+    assert index.draft(4) == ((3, 1, 2, 3), 2)  # past the end: the loop goes on
 
 
 def test_acceptance_moves_towards_recent_outcomes():
@@ -84,37 +86,50 @@ def test_acceptance_moves_towards_recent_outcomes():
     for _ in range(5):
         acceptance.record(4, 4)
     assert acceptance.rate > 0.85 > start
-    for _ in range(5):
+    rates = []
+    for _ in range(15):
         acceptance.record(4, 0)
-    assert acceptance.rate < 0.5
+        rates.append(acceptance.rate)
+    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.5
+
+
+def test_a_long_match_is_trusted_more_than_a_short_one():
+    assert Acceptance.prior(12).rate > Acceptance.prior(6).rate > Acceptance.prior(2).rate
 
 
 # -- the planner -----------------------------------------------------------------------------
 
 
 def test_step_cost_recovers_a_linear_cost():
-    assert CHEAP_DRAFTS.seconds(1, 1) == pytest.approx(0.011, rel=0.02)
-    assert CHEAP_DRAFTS.seconds(20, attended(0, 20)) == pytest.approx(0.030, rel=0.02)
+    assert CHEAP_DRAFTS.seconds(1, 1, 1) == pytest.approx(0.011, rel=0.02)
+    assert CHEAP_DRAFTS.seconds(20, 1, attended(0, 20)) == pytest.approx(0.030, rel=0.02)
+    assert CHEAP_DRAFTS.seconds(20, 2, attended(0, 20)) == pytest.approx(0.040, rel=0.02)
+
+
+def test_ubatches_count_the_distinct_token_counts_of_the_sequences():
+    assert ubatches_of([1, 1, 1, 5]) == 2
+    assert ubatches_of([1, 5, 3, 0]) == 3
+    assert ubatches_of([7]) == 1
 
 
 def test_planner_drafts_where_tokens_are_cheap_and_acceptance_high():
     planner = Speculator(CHEAP_DRAFTS, max_tokens=6)
     right = Candidate(0, tuple(range(10)), rate=0.9, position=100)
     wrong = Candidate(1, tuple(range(10)), rate=0.05, position=100)
-    drafts = planner.plan([right, wrong], base_tokens=2, base_attended=202)
+    drafts = planner.plan([right, wrong], prompts=[], prompt_attended=0)
     assert drafts == {0: tuple(range(6))}  # capped at max_tokens; the poor guesser gets none
 
 
 def test_planner_backs_off_when_a_token_costs_a_whole_step():
     planner = Speculator(COSTLY_DRAFTS, max_tokens=8)
     candidates = [Candidate(slot, (1, 2, 3, 4), rate=0.8, position=50) for slot in range(16)]
-    assert planner.plan(candidates, base_tokens=16, base_attended=16 * 51) == {}
+    assert planner.plan(candidates, prompts=[], prompt_attended=0) == {}
 
 
 def test_planner_drafts_nothing_without_candidates_or_when_off():
-    assert Speculator(CHEAP_DRAFTS).plan([], 1, 1) == {}
+    assert Speculator(CHEAP_DRAFTS).plan([], [], 0) == {}
     off = Speculator(CHEAP_DRAFTS, enabled=False)
-    assert off.plan([Candidate(0, (1, 2), 0.99, 10)], 1, 11) == {}
+    assert off.plan([Candidate(0, (1, 2), 0.99, 10)], [], 0) == {}
 
 
 # -- lossless output on the engine ------------------------------------------------------------

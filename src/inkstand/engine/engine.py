@@ -29,6 +29,8 @@ from inkstand.engine.stepcost import StepCost
 from inkstand.engine.types import Event, Finish, GenerationRequest
 from inkstand.errors import InkstandError, OverloadedError
 
+CALIBRATION_TIMEOUT = 60.0  # seconds `start` waits for the engine thread's calibration
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -40,7 +42,7 @@ class EngineConfig:
     # the adaptive planner; "off" never drafts (the server's own default is "auto", see
     # config.py). `spec_max_tokens`: most drafted tokens per sequence and step.
     speculate: SpeculateMode = "off"
-    spec_max_tokens: int = 8
+    spec_max_tokens: int = 64
 
 
 def speculator(config: EngineConfig, cost: StepCost | None) -> Speculator | None:
@@ -148,7 +150,10 @@ class Engine:
         return self.backend.grammar_compiles(grammar)
 
     def start(self) -> None:
+        """Start the engine thread; returns once it has timed its steps for speculation (under
+        a second), so the first requests do not wait behind that."""
         self._thread.start()
+        self._scheduler.calibrated.wait(timeout=CALIBRATION_TIMEOUT)
 
     def drain(self) -> None:
         """Refuse new requests and end those in flight with a 503: the server is stopping."""

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -41,8 +42,8 @@ from inkstand.engine.admission import WaitLine
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
-from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
-from inkstand.engine.stepcost import CALIBRATION, attended
+from inkstand.engine.speculation import Acceptances, Candidate, NgramIndex, Speculator
+from inkstand.engine.stepcost import CALIBRATION, attended, ubatches_of
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
     Event,
@@ -122,8 +123,9 @@ class Sequence:
     # Speculation: the prompt and output looked up for drafts (built at the first token),
     # how often this sequence's drafts were kept, and the draft verified in this step.
     lookup: NgramIndex | None = None
-    acceptance: Acceptance = field(default_factory=Acceptance)
+    acceptance: Acceptances = field(default_factory=Acceptances)  # by n-gram length
     draft: tuple[int, ...] = ()
+    match: int = 0  # the n-gram length `draft` (or `guess`) was found by
     guess: int | None = None  # the first drafted token when the planner verified none
 
     @property
@@ -160,6 +162,7 @@ class Scheduler:
         self.failures = 0  # steps failed in a row
         self.failure: str | None = None  # why the engine gave up: it then refuses everything
         self.stopped = False  # the thread is ending or has ended
+        self.calibrated = threading.Event()  # set once the thread may take requests
 
     @property
     def running_jobs(self) -> int:
@@ -167,7 +170,10 @@ class Scheduler:
 
     def run(self) -> None:
         try:
-            self._calibrate()
+            try:
+                self._calibrate()
+            finally:
+                self.calibrated.set()
             while self._pass():
                 self._flush()
         except BaseException:  # past every guard (SystemExit...): leave nobody waiting
@@ -179,29 +185,36 @@ class Scheduler:
             self._flush()
 
     def _calibrate(self) -> None:
-        """Time a few decodes in an idle slot before serving, so the speculation planner
-        starts with a fair idea of what a step costs (stepcost.py); the slot's KV is then
-        dropped. Skipped when the planner has learnt already, or on any failure."""
+        """Time a few decodes in one or two idle slots before serving, so the speculation
+        planner starts with a fair idea of what a step costs (stepcost.py); the slots' KV is
+        then dropped. Skipped when the planner has learnt already, or on any failure."""
         if self.speculator is None or self.speculator.cost.observed or not self.free:
             return
-        slot = min(self.free)
+        slots = sorted(self.free)[:2]
         filler = self.backend.tokenize("The quick brown fox jumps over the lazy dog. " * 8)
-        largest = max(n for n, _ in CALIBRATION)
+        largest = max(sum(counts) for _, counts in CALIBRATION)
         try:
-            for context in sorted({c for _, c in CALIBRATION if c + largest <= self.n_ctx}):
-                self._fill(slot, filler, context)
-                for tokens in [n for n, c in CALIBRATION if c == context] * 3:
-                    entry = BatchEntry(slot, _cycle(filler, tokens), context, True, tokens)
+            for context in sorted({c for c, _ in CALIBRATION if c + largest <= self.n_ctx}):
+                for slot in slots:
+                    self._fill(slot, filler, context)
+                batches = [n for c, n in CALIBRATION if c == context and len(n) <= len(slots)]
+                for counts in batches * 3:
+                    entries = [
+                        BatchEntry(slot, _cycle(filler, n), context, True, n)
+                        for slot, n in zip(slots, counts, strict=False)
+                    ]
                     started = time.perf_counter()
-                    self.backend.decode([entry])
-                    self._observe_cost([entry], time.perf_counter() - started)
-                    self.backend.truncate(slot, context)
+                    self.backend.decode(entries)
+                    self._observe_cost(entries, time.perf_counter() - started)
+                    for entry in entries:
+                        self.backend.truncate(entry.seq_id, context)
         except Exception:
             log.exception("could not time decode steps for speculation; it learns as it runs")
         finally:
-            with contextlib.suppress(Exception):
-                self.backend.truncate(slot, 0)
-            self.cache.forget(slot)
+            for slot in slots:
+                with contextlib.suppress(Exception):
+                    self.backend.truncate(slot, 0)
+                self.cache.forget(slot)
 
     def _fill(self, slot: int, filler: list[int], context: int) -> None:
         """Make `slot`'s KV `context` tokens of `filler`, decoded a batch at a time."""
@@ -398,8 +411,7 @@ class Scheduler:
             done = seq.fed + len(chunk) == len(seq.prompt)
             entries.append((BatchEntry(seq.slot, chunk, seq.fed, done), seq))
             prompt_tokens += len(chunk)
-        prompt_attended = sum(attended(e.start_pos, len(e.tokens)) for e, _ in entries)
-        self._plan_drafts(generating, prompt_tokens, prompt_attended)
+        self._plan_drafts(generating, [e for e, _ in entries])
         for seq in generating:
             assert seq.next_token is not None
             tokens = (seq.next_token, *seq.draft)
@@ -408,16 +420,14 @@ class Scheduler:
         entries.sort(key=lambda pair: pair[0].seq_id)
         return [entry for entry, _ in entries], [seq for _, seq in entries]
 
-    def _plan_drafts(
-        self, generating: list[Sequence], prompt_tokens: int, prompt_attended: float
-    ) -> None:
+    def _plan_drafts(self, generating: list[Sequence], prompts: list[BatchEntry]) -> None:
         """Give each generating sequence the draft it verifies this step (speculation.py),
         within the batch's room and what the sequence may still emit."""
         for seq in generating:
             seq.draft = ()
         if self.speculator is None or not generating:
             return
-        room = self.backend.n_batch - prompt_tokens - len(generating)
+        room = self.backend.n_batch - sum(len(e.tokens) for e in prompts) - len(generating)
         candidates = []
         for seq in generating:
             limit = min(
@@ -427,10 +437,11 @@ class Scheduler:
                 room,
             )
             if seq.lookup is not None and limit > 0:
-                draft = seq.lookup.draft(limit)
-                candidates.append(Candidate(seq.slot, draft, seq.acceptance.rate, seq.position))
-        base_attended = prompt_attended + sum(seq.position + 1 for seq in generating)
-        drafts = self.speculator.plan(candidates, prompt_tokens + len(generating), base_attended)
+                draft, seq.match = seq.lookup.draft(limit)
+                rate = seq.acceptance[seq.match].rate if draft else 0.0
+                candidates.append(Candidate(seq.slot, draft, rate, seq.position))
+        seen = sum(attended(e.start_pos, len(e.tokens)) for e in prompts)
+        drafts = self.speculator.plan(candidates, [len(e.tokens) for e in prompts], seen)
         guesses = {c.key: c.draft[0] for c in candidates if c.draft}
         for seq in generating:
             seq.draft = drafts.get(seq.slot, ())
@@ -454,7 +465,8 @@ class Scheduler:
         if self.speculator is not None:
             tokens = sum(len(e.tokens) for e in entries)
             seen = sum(attended(e.start_pos, len(e.tokens)) for e in entries)
-            self.speculator.cost.observe(tokens, seen, seconds)
+            ubatches = ubatches_of(len(e.tokens) for e in entries)
+            self.speculator.cost.observe(tokens, ubatches, seen, seconds)
 
     def _commit(self, entries: list[BatchEntry], owners: list[Sequence]) -> None:
         """The batch is in the KV now: advance prompt positions and the prefix cache."""
@@ -494,7 +506,7 @@ class Scheduler:
         if draft:
             self._settle_draft(seq, start, len(draft), min(row + 1, len(draft)), kept)
         elif seq.guess is not None:  # not verified, but was it right? (so drafting can resume)
-            seq.acceptance.record(1, int(token == seq.guess))
+            seq.acceptance[seq.match].record(1, int(token == seq.guess))
             seq.guess = None
 
     def _settle_draft(
@@ -510,7 +522,7 @@ class Scheduler:
         if in_kv < start + 1 + drafted:
             self.backend.truncate(seq.slot, in_kv)
             del self.cache.tokens[seq.slot][in_kv:]
-        seq.acceptance.record(examined, kept)  # drafted tokens after an answer's end: unseen
+        seq.acceptance[seq.match].record(examined, kept)  # those after an answer's end: unseen
         self.observer.speculated(drafted, kept)
 
     def _emit(self, seq: Sequence, token: int, logits_index: int, now: float) -> bool:

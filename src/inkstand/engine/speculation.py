@@ -29,18 +29,22 @@ time. The step's cost is learnt as the engine runs (stepcost.py).
 
 from __future__ import annotations
 
+import collections
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from inkstand.engine.stepcost import StepCost
 
 SpeculateMode = Literal["auto", "off", "ngram", "draft"]
-NGRAM_SIZES = (3, 2)  # n-gram lengths looked up, the longest that matches first
-PRIOR_ACCEPTED = 1.0  # pseudo-counts a sequence's acceptance rate starts from: 0.5 ...
-PRIOR_REJECTED = 1.0
-DECAY = 0.85  # weight of the past in a sequence's acceptance rate, per drafted token seen
+# n-gram lengths looked up, the longest that matches first: a long match means the answer is
+# copying, and its drafts are then right for long stretches; a short one guesses.
+NGRAM_SIZES = (12, 6, 3, 2)
+# A long match means the answer is copying: its drafts are trusted from the start.
+PRIORS = {12: 0.95, 6: 0.8, 3: 0.5, 2: 0.3}
+PRIOR_WEIGHT = 2.0
+DECAY = 0.95  # weight of the past in a sequence's acceptance rate, per drafted token seen
 MIN_GAIN = 1.02  # a draft must promise this much more tokens per second to be verified
 
 
@@ -63,27 +67,44 @@ class NgramIndex:
                     after[tuple(history[end - n : end])] = end
             history.append(token)
 
-    def draft(self, limit: int) -> tuple[int, ...]:
-        """Up to `limit` tokens that followed the latest earlier occurrence of the longest
-        n-gram the history ends with; () when none occurred before."""
+    def draft(self, limit: int) -> tuple[tuple[int, ...], int]:
+        """`limit` tokens that followed the latest earlier occurrence of the longest n-gram
+        the history ends with, and that n-gram's length; ((), 0) when none occurred before.
+
+        A draft that reaches the end of the history goes on copying its own beginning, as
+        a repeating answer would (a loop of period p drafts p tokens again and again)."""
         history = self.tokens
         for n in self.sizes:
             if len(history) <= n:
                 continue
             start = self._after.get(tuple(history[-n:]))
             if start is not None:
-                return tuple(history[start : start + limit])
-        return ()
+                draft = history[start : start + limit]
+                period = len(history) - start
+                while len(draft) < limit:
+                    draft.append(draft[len(draft) - period])
+                return tuple(draft), n
+        return (), 0
 
 
 @dataclass
 class Acceptance:
-    """How often a sequence's drafted tokens are kept, recent verifications weighing most."""
+    """How often drafted tokens are kept, recent verifications weighing most.
 
-    accepted: float = PRIOR_ACCEPTED
-    rejected: float = PRIOR_REJECTED
+    A sequence keeps one per n-gram length (`Acceptances`): a draft found by a long match
+    starts out trusted more (`prior`), and each length learns on its own."""
+
+    accepted: float = 1.0
+    rejected: float = 1.0
     drafted_total: int = 0
     accepted_total: int = 0
+
+    @classmethod
+    def prior(cls, n: int) -> Acceptance:
+        """What a draft from an n-gram match is trusted before any is verified (`PRIORS`),
+        held as two tokens' worth of evidence: the first verifications outweigh it."""
+        rate = PRIORS.get(n, 0.5)
+        return cls(accepted=PRIOR_WEIGHT * rate, rejected=PRIOR_WEIGHT * (1 - rate))
 
     @property
     def rate(self) -> float:
@@ -97,6 +118,14 @@ class Acceptance:
         self.rejected = fade * self.rejected + rejected
         self.drafted_total += drafted
         self.accepted_total += kept
+
+
+class Acceptances(dict[int, Acceptance]):
+    """A sequence's acceptance per n-gram length of the match its drafts came from."""
+
+    def __missing__(self, n: int) -> Acceptance:
+        self[n] = Acceptance.prior(n)
+        return self[n]
 
 
 @dataclass
@@ -117,47 +146,75 @@ class Speculator:
     max_tokens: int = 8  # `spec_max_tokens`: drafted tokens per sequence and step
     enabled: bool = True
 
-    def plan(
-        self, candidates: list[Candidate], base_tokens: int, base_attended: float
-    ) -> dict[int, tuple[int, ...]]:
+    def plan(self, candidates: list[Candidate], prompts: list[int], prompt_attended: float
+             ) -> dict[int, tuple[int, ...]]:  # fmt: skip
         """The draft each sequence verifies this step (keys with none are left out).
 
-        `base_tokens` is the batch without drafts (one token per generating sequence, plus
-        any prompt chunks) and `base_attended` the positions they attend over (stepcost.py).
-        Drafted tokens are ranked by their expected value (a sequence's i-th drafted token
-        is kept with probability `rate ** i`); of every prefix of that ranking, the one with
-        the most expected tokens per second is taken, if it beats no drafts at all by
-        `MIN_GAIN`. The whole ranking is scanned, not stopped at the first loss, because a
-        step's cost is not convex (a second token costs more than a third).
+        Without drafts the batch holds one token per candidate (at `position`) plus the
+        prompt chunks of `prompts` tokens, attending over `prompt_attended` positions
+        (stepcost.py). Drafted tokens are ranked by their expected value (a sequence's i-th
+        drafted token is kept with probability `rate ** i`); of the prefixes of that
+        ranking, the one with the most expected tokens per second is taken, if it beats no
+        drafts at all by `MIN_GAIN`. The scan goes past a first loss (a step's second token
+        costs more than its third, a sequence's first drafted token adds a ubatch) and stops
+        once a token's value over its own cost is below the best speed: every later one is
+        worth less for about the same cost.
         """
         if not self.enabled or not candidates:
             return {}
-        ranked = self._ranked(candidates)
-        emitted = float(len(candidates))
-        tokens, attended = base_tokens, base_attended
-        best = MIN_GAIN * emitted / self.cost.seconds(tokens, attended)
+        batch = _Batch(self.cost, candidates, prompts, prompt_attended)
+        best = MIN_GAIN * batch.speed()
+        taken: list[int] = []
         best_len = 0
-        for length, (value, _, position) in enumerate(ranked, start=1):
-            emitted += value
-            tokens += 1
-            attended += position
-            speed = emitted / self.cost.seconds(tokens, attended)
-            if speed > best:
-                best, best_len = speed, length
-        taken: dict[int, int] = {}
-        for _, key, _ in ranked[:best_len]:
-            taken[key] = taken.get(key, 0) + 1
-        return {c.key: c.draft[: taken[c.key]] for c in candidates if c.key in taken}
+        for value, key, position in self._ranked(candidates):
+            if taken and value / self.cost.marginal(position) < best:
+                break
+            batch.add(key, value, position)
+            taken.append(key)
+            if (speed := batch.speed()) > best:
+                best, best_len = speed, len(taken)
+        counts: dict[int, int] = {}
+        for key in taken[:best_len]:
+            counts[key] = counts.get(key, 0) + 1
+        return {c.key: c.draft[: counts[c.key]] for c in candidates if c.key in counts}
 
-    def _ranked(self, candidates: list[Candidate]) -> list[tuple[float, int, int]]:
+    def _ranked(self, candidates: list[Candidate]) -> Iterator[tuple[float, int, int]]:
         """Every draftable token as (expected value, sequence key, position), most valuable
-        first."""
+        first, produced as the caller asks."""
         heap = [(-c.rate, 1, c.key, c) for c in candidates if c.draft and c.rate > 0]
         heapq.heapify(heap)
-        ranked: list[tuple[float, int, int]] = []
         while heap:
             value, depth, key, candidate = heapq.heappop(heap)
-            ranked.append((-value, key, candidate.position + depth))
+            yield -value, key, candidate.position + depth
             if depth < min(self.max_tokens, len(candidate.draft)):
                 heapq.heappush(heap, (value * candidate.rate, depth + 1, key, candidate))
-        return ranked
+
+
+class _Batch:
+    """A step's batch as the planner grows it: its tokens, their attended positions, the
+    expected tokens it emits and how many tokens each sequence brings (for its ubatches)."""
+
+    def __init__(
+        self, cost: StepCost, candidates: list[Candidate], prompts: list[int], attended: float
+    ) -> None:
+        self.cost = cost
+        self.emitted = float(len(candidates))
+        self.tokens = len(candidates) + sum(prompts)
+        self.attended = attended + sum(c.position + 1 for c in candidates)
+        self.brings = {c.key: 1 for c in candidates}
+        self.counts = collections.Counter([*prompts, *self.brings.values()])
+
+    def add(self, key: int, value: float, position: int) -> None:
+        self.emitted += value
+        self.tokens += 1
+        self.attended += position
+        before = self.brings[key]
+        self.brings[key] = before + 1
+        self.counts[before] -= 1
+        if not self.counts[before]:
+            del self.counts[before]
+        self.counts[before + 1] += 1
+
+    def speed(self) -> float:
+        """Expected tokens emitted per second of this step."""
+        return self.emitted / self.cost.seconds(self.tokens, len(self.counts), self.attended)

@@ -2,13 +2,20 @@
 planner's price list.
 
 Measured on the embedded model (bench/speculative.py, docs/benchmarks.md), a step's time is
-close to linear in what it holds: a fixed part, a jump from one token to two (llama.cpp's CPU
-kernels switch from matrix-vector to matrix-matrix products), a part per token (the weights'
-products) and a part per token and context position it attends over. So the model is
+close to linear in what it holds: a fixed part per graph computation, a jump from one token to
+two (llama.cpp's CPU kernels switch from matrix-vector to matrix-matrix products), a part per
+token (the weights' products) and a part per token and context position it attends over. So
+the model is
 
-    seconds = fixed + wide * [tokens > 1] + per_token * tokens + per_attended * attended
+    seconds = per_ubatch * ubatches + wide * [tokens > 1] + per_token * tokens
+              + per_attended * attended
 
-where `attended` sums the positions of the batch's tokens. Its four weights are fitted by
+where `attended` sums the positions of the batch's tokens and `ubatches` is how many graph
+computations llama.cpp splits the batch into. With one KV stream per slot it takes the same
+number of tokens from every sequence in a ubatch, so a batch whose sequences bring 1, 1, 1
+and 5 tokens is two computations (1 from each, then 4 of the last): `ubatches` is the number
+of distinct token counts (`ubatches_of`). Measured: 16 sequences of one token, 55 ms; one of
+them with 4 drafted tokens more, 75 ms. Its four weights are fitted by
 least squares on relative error (a 2,048-token prompt step must not drown the one-token
 steps the planner cares about), the past forgotten slowly so the fit follows the machine's
 drift. The fit starts from a short calibration (`Scheduler._calibrate`: a few decodes in an
@@ -18,17 +25,26 @@ idle slot when the engine starts) and from then on learns from every step.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import numpy as np
 
 FORGET = 0.995  # weight of the past per observed step
 REFIT_EVERY = 32  # observed steps between two solves of the least squares
-# Calibration batches: (tokens, context before them), in one slot.
-CALIBRATION = ((1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (1, 512), (4, 512), (8, 512), (32, 0))
+# Calibration batches: (context before them, tokens in each of one or two slots).
+CALIBRATION = (
+    (0, (1,)), (0, (2,)), (0, (4,)), (0, (8,)), (0, (16,)), (0, (32,)),
+    (0, (1, 1)), (0, (1, 4)), (0, (1, 8)), (512, (1,)), (512, (4,)), (512, (8,)),
+)  # fmt: skip
 
 
-def features(tokens: int, attended: float) -> np.ndarray:
-    return np.array([1.0, 1.0 if tokens > 1 else 0.0, float(tokens), attended / 1000.0])
+def features(tokens: int, ubatches: int, attended: float) -> np.ndarray:
+    return np.array([float(ubatches), 1.0 if tokens > 1 else 0.0, float(tokens), attended / 1e3])
+
+
+def ubatches_of(counts: Iterable[int]) -> int:
+    """Graph computations for a batch whose sequences bring `counts` tokens (see above)."""
+    return len({c for c in counts if c > 0})
 
 
 class StepCost:
@@ -37,14 +53,15 @@ class StepCost:
     def __init__(self) -> None:
         self._xtx = np.eye(4) * 1e-9  # a little ridge: defined before any observation
         self._xty = np.zeros(4)
-        self._weights: np.ndarray = np.zeros(4)
+        # (per ubatch, wide, per token, per thousand attended positions), in seconds
+        self.weights: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
         self._since_fit = 0
         self.observed = 0
 
-    def observe(self, tokens: int, attended: float, seconds: float) -> None:
+    def observe(self, tokens: int, ubatches: int, attended: float, seconds: float) -> None:
         if seconds <= 0 or tokens <= 0:
             return
-        x = features(tokens, attended) / seconds  # relative error: divide the row by y
+        x = features(tokens, ubatches, attended) / seconds  # relative error: divide the row by y
         self._xtx = FORGET * self._xtx + np.outer(x, x)
         self._xty = FORGET * self._xty + x  # y / y
         self.observed += 1
@@ -55,16 +72,21 @@ class StepCost:
     def fit(self) -> None:
         self._since_fit = 0
         with contextlib.suppress(np.linalg.LinAlgError):  # keeps the last good fit
-            self._weights = np.linalg.solve(self._xtx, self._xty)
+            solved = np.linalg.solve(self._xtx, self._xty)
+            self.weights = (float(solved[0]), float(solved[1]), float(solved[2]), float(solved[3]))
 
-    def seconds(self, tokens: int, attended: float) -> float:
-        """The predicted time of a step; never below a microsecond per token."""
-        return max(float(features(tokens, attended) @ self._weights), 1e-6 * tokens)
+    def seconds(self, tokens: int, ubatches: int, attended: float) -> float:
+        """The predicted time of a step; never below a microsecond per token. Plain floats:
+        the planner asks this once per drafted token it weighs."""
+        per_ubatch, wide, per_token, per_attended = self.weights
+        predicted = per_ubatch * ubatches + (wide if tokens > 1 else 0.0) + per_token * tokens
+        return max(predicted + per_attended * attended / 1000.0, 1e-6 * tokens)
 
-    @property
-    def weights(self) -> tuple[float, ...]:
-        """(fixed, wide, per token, per thousand attended positions), in seconds."""
-        return tuple(float(w) for w in self._weights)
+    def marginal(self, position: int) -> float:
+        """What one token more at `position` adds to a step already over one token, in the
+        same ubatches."""
+        _, _, per_token, per_attended = self.weights
+        return max(per_token + per_attended * position / 1000.0, 1e-6)
 
 
 def attended(start: int, tokens: int) -> float:
