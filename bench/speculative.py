@@ -255,7 +255,8 @@ class SingleClient:
                             sample = await self.one(client, name, messages)
                             samples.append(sample | {"round": round_, "kind": kind,
                                                      "prompt": prompt_name})  # fmt: skip
-        return {"samples": samples, "summary": summarise_single(samples)}
+        return {"samples": samples, "summary": summarise_single(samples),
+                "greedy_identity": identity(samples)}  # fmt: skip
 
     async def one(self, client, name: str, messages: list[dict]) -> dict:
         target = self.targets[name]
@@ -263,7 +264,8 @@ class SingleClient:
         before = await spec_counters(client, target) if name == "inkstand" else None
         trace = await target.send(client, target.body(messages, self.args.max_tokens))
         sample = {"server": name, "rate": decode_rate(trace), "tokens": trace.tokens,
-                  "ttft": trace.ttft, "error": trace.error, "timings": trace.timings}  # fmt: skip
+                  "ttft": trace.ttft, "error": trace.error, "timings": trace.timings,
+                  "text": trace.text}  # fmt: skip
         if before is not None:
             after = await spec_counters(client, target)
             sample["drafted"] = after[0] - before[0]
@@ -319,6 +321,26 @@ def summarise_single(samples: list[dict]) -> dict:
     return out
 
 
+def identity(samples: list[dict]) -> dict:
+    """How often Inkstand's greedy answer with speculation is the same text as without, per
+    (prompt, round), and where the first differing character came in those that differ."""
+    answers = {(s["prompt"], s["round"], s["server"]): s["text"] for s in samples}
+    pairs: list[tuple[str, str]] = [
+        (a, answers[(p, r, "inkstand-off")])
+        for (p, r, n), a in answers.items()
+        if n == "inkstand" and (p, r, "inkstand-off") in answers
+    ]
+    differing = [first_difference(a, b) for a, b in pairs if a != b]
+    return {"answers": len(pairs), "identical": len(pairs) - len(differing),
+            "first_difference_at_char": differing}  # fmt: skip
+
+
+def first_difference(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def pooled_rate(samples: list[dict]) -> float:
     tokens = sum(s["tokens"] - 1 for s in samples)
     seconds = sum((s["tokens"] - 1) / s["rate"] for s in samples)
@@ -347,6 +369,10 @@ def per_prompt(timed: list[dict], kind: str) -> dict:
 
 
 def show_single(single: dict) -> None:
+    same = single["greedy_identity"]
+    where = same["first_difference_at_char"]
+    print(f"\n## greedy answers with speculation equal to without: {same['identical']} of "
+          f"{same['answers']} (the others first differ at characters {where})")  # fmt: skip
     for kind, summary in single["summary"].items():
         print(f"\n## one client, {kind}: decode tokens/s (median of rounds)")
         for name, rate in sorted(summary["rate_median"].items(), key=lambda kv: -kv[1]):

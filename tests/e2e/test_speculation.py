@@ -58,16 +58,28 @@ def ask(**fields) -> dict:
     return {"model": MODEL, "messages": COPY, "temperature": 0, "max_tokens": 120, **fields}
 
 
-def same_answer(server: Server, plain: Server, body: dict) -> tuple[dict, dict]:
-    """Both servers' answers to `body`, checked equal but for ids and timestamps; the
-    speculating server must have drafted while answering."""
+def same_answer(
+    server: Server, plain: Server, body: dict, *, drafts: bool = True
+) -> tuple[dict, dict]:
+    """Both servers' answers to `body`, checked equal but for ids and timestamps; with
+    `drafts`, the speculating server must have drafted while answering."""
     before = scrape(server)
     fast, slow = chat(server, body), chat(plain, body)
-    for answer in (fast, slow):
-        answer.pop("id"), answer.pop("created")
-    assert fast == slow
-    assert scrape(server)[DRAFTED] > before[DRAFTED]
+    assert comparable(fast) == comparable(slow)
+    if drafts:
+        assert scrape(server)[DRAFTED] > before[DRAFTED]
     return fast, slow
+
+
+def comparable(answer: dict) -> dict:
+    """`answer` without what differs between two servers whatever they generate."""
+    answer = json.loads(json.dumps(answer))
+    answer.pop("id"), answer.pop("created")
+    answer["usage"].pop("prompt_token_details")  # the session server has a warm cache
+    for choice in answer["choices"]:
+        for call in choice["message"].get("tool_calls") or ():
+            call.pop("id")  # random per call
+    return answer
 
 
 def test_a_copying_answer_is_the_same_and_drafted(server, plain):
@@ -80,7 +92,8 @@ def test_a_copying_answer_is_the_same_and_drafted(server, plain):
 
 @pytest.mark.parametrize("max_tokens", [3, 17, 64])
 def test_max_tokens_ends_both_at_the_same_token(server, plain, max_tokens):
-    fast, _ = same_answer(server, plain, ask(max_tokens=max_tokens))
+    # a few tokens are not worth drafting: the answers must agree all the same
+    fast, _ = same_answer(server, plain, ask(max_tokens=max_tokens), drafts=max_tokens > 16)
     assert fast["usage"]["completion_tokens"] <= max_tokens
 
 
@@ -109,15 +122,19 @@ def test_a_forced_tool_call_is_the_same(server, plain):
 def test_json_schema_output_is_the_same(server, plain):
     schema = {
         "type": "object",
-        "properties": {"keeper": {"type": "string"}, "steps": {"type": "integer"}},
-        "required": ["keeper", "steps"],
+        "properties": {"keeper": {"type": "string"}, "story": {"type": "string"}},
+        "required": ["keeper", "story"],
     }
+    ask_json = f"{TEXT}\n\nGive the keeper's name, and the whole text above as the story."
     body = ask(
-        messages=[{"role": "user", "content": f"{TEXT}\n\nGive the keeper and the steps."}],
+        messages=[{"role": "user", "content": ask_json}],
         response_format={"type": "json_schema", "json_schema": {"schema": schema}},
+        max_tokens=160,
     )
     fast, _ = same_answer(server, plain, body)
-    assert set(json.loads(fast["choices"][0]["message"]["content"])) >= {"keeper", "steps"}
+    assert fast["choices"][0]["finish_reason"] in ("stop", "length")
+    if fast["choices"][0]["finish_reason"] == "stop":
+        assert set(json.loads(fast["choices"][0]["message"]["content"])) == {"keeper", "story"}
 
 
 def test_a_stream_carries_the_same_text_and_usage(server, plain):

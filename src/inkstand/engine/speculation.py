@@ -37,7 +37,7 @@ from typing import Literal
 
 from inkstand.engine.stepcost import StepCost
 
-SpeculateMode = Literal["auto", "off", "ngram", "draft"]
+SpeculateMode = Literal["auto", "off", "ngram"]  # "draft" (a draft model) is not built yet
 # n-gram lengths looked up, the longest that matches first: a long match means the answer is
 # copying, and its drafts are then right for long stretches; a short one guesses.
 NGRAM_SIZES = (12, 6, 3, 2)
