@@ -15,12 +15,24 @@ import json
 import httpx
 import pytest
 
-from .support import AUTH, CTX_SIZE, KEY, MODEL, Server, running_server, scrape, stream_chunks
+from .support import (
+    AUTH,
+    CTX_SIZE,
+    GENERATED_TOKENS,
+    KEY,
+    MODEL,
+    Server,
+    running_server,
+    scrape,
+    stream_chunks,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
+DRAFTS = "inkstand:spec_decode_num_drafts_total"
 DRAFTED = "inkstand:spec_decode_num_draft_tokens_total"
 ACCEPTED = "inkstand:spec_decode_num_accepted_tokens_total"
+RATE = "inkstand:spec_decode_acceptance_rate"
 TEXT = (
     "The lighthouse stood on the northern cliff for two hundred years. Its keeper, a quiet "
     "man named Tomas, climbed the ninety-nine steps every evening to light the lamp. Ships "
@@ -87,7 +99,12 @@ def test_a_copying_answer_is_the_same_and_drafted(server, plain):
     fast, _ = same_answer(server, plain, ask())
     after = scrape(server)
     assert after[ACCEPTED] > before[ACCEPTED]
-    assert fast["usage"]["completion_tokens"] > 0
+    assert after[DRAFTS] > before[DRAFTS]
+    assert 0 < after[RATE] <= 1
+    assert after[RATE] == pytest.approx(after[ACCEPTED] / after[DRAFTED])
+    # usage counts what was emitted, drafted tokens only when kept
+    emitted = after[GENERATED_TOKENS] - before[GENERATED_TOKENS]
+    assert emitted == fast["usage"]["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize("max_tokens", [3, 17, 64])
