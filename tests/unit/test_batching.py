@@ -8,31 +8,19 @@ import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import (
-    Finish,
     GenerationRequest,
     SamplingParams,
-    TokenEvent,
 )
 from inkstand.engine.prefix import RUN_COST, SlotCache, common_prefix
 from inkstand.engine.scheduler import AHEAD_TOKENS, PROMPT_PATIENCE, Sequence, prompt_rank
 from inkstand.errors import EngineError, OverloadedError
 
+from .events import collect, finishes
+from .events import text_of as texts
+
 
 def request(prompt="hello", max_tokens=50, n=1):
     return GenerationRequest(tuple(prompt.encode()), max_tokens, n=n)
-
-
-async def collect(engine, req):
-    async with engine.stream(req) as events:
-        return [event async for event in events]
-
-
-def texts(events, index=0):
-    return "".join(e.text for e in events if isinstance(e, TokenEvent) and e.index == index)
-
-
-def finishes(events):
-    return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
 
 
 def test_common_prefix_matches_a_plain_scan():

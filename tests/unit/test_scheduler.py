@@ -17,6 +17,8 @@ from inkstand.engine.outbox import Outbox
 from inkstand.engine.scheduler import MAX_FAILURES, STOP, Job, Scheduler
 from inkstand.errors import EngineError, InkstandError, ModelFailedError
 
+from .events import collect
+
 
 @pytest.fixture
 def backend():
@@ -35,11 +37,6 @@ def request(max_tokens=50, stop=(), logprobs=False, prompt="hi"):
     return GenerationRequest(
         tuple(prompt.encode()), max_tokens, SamplingParams(logprobs=logprobs), tuple(stop)
     )
-
-
-async def collect(engine, req):
-    async with engine.stream(req) as events:
-        return [event async for event in events]
 
 
 async def test_reply_then_finish_stop_with_exact_counts(engine):

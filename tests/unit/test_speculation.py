@@ -13,9 +13,11 @@ import math
 import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
-from inkstand.engine import Finish, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine import GenerationRequest, SamplingParams, TokenEvent
 from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
 from inkstand.engine.stepcost import StepCost, attended, ubatches_of
+
+from .events import collect, finishes, text_of
 
 DOCUMENT = "The quick brown fox jumps over the lazy dog. " * 3 + "Pack my box with five jugs."
 
@@ -43,19 +45,6 @@ COSTLY_DRAFTS = FixedCost(0.001, 0.010)  # compute-bound: every token costs a fu
 def request(prompt=DOCUMENT, max_tokens=200, **fields):
     sampling = fields.pop("sampling", SamplingParams(temperature=0))
     return GenerationRequest(tuple(prompt.encode()), max_tokens, sampling=sampling, **fields)
-
-
-async def collect(engine, req):
-    async with engine.stream(req) as events:
-        return [event async for event in events]
-
-
-def text_of(events, index=0):
-    return "".join(e.text for e in events if isinstance(e, TokenEvent) and e.index == index)
-
-
-def finishes(events):
-    return sorted((e for e in events if isinstance(e, Finish)), key=lambda f: f.index)
 
 
 def drafted_batches(backend) -> int:
