@@ -1,11 +1,13 @@
 """Speculative decoding on the real model: greedy answers are the same token for token.
 
-The session server speculates (`speculate = "auto"`, the default); a second server here is
-started with `--speculate off`, and every scenario is asked of both. Both run llama.cpp on
-one thread, where a step of several tokens computes each position exactly as a step of one
-does (measured: docs/benchmarks.md "Speculative decoding"), so greedy identity holds
-without exception here. The prompts ask the model to copy supplied text, so drafts are
-made and verified; each test checks the speculating server drafted (and kept some).
+Two fresh servers of this module get the same requests in the same order: one speculates
+(`speculate = "auto"`, the default), the other runs `--speculate off`. Both run llama.cpp on
+one thread, where a step of several tokens computes each position as a step of one does
+(measured: docs/benchmarks.md "Speculative decoding"), so the tokens are the same; a
+log-probability may differ in its fourth decimal where batches of other shapes were computed
+(a prompt read in other chunks), so those are compared to 1e-3. The session server is not
+used: its prefix cache holds other tests' prompts, read in other chunks. The prompts ask the
+model to copy supplied text, so drafts are made and verified; the tests check they were.
 """
 
 from __future__ import annotations
@@ -53,9 +55,18 @@ WEATHER = {
 }
 
 
+FLAGS = ("--ctx-size", str(CTX_SIZE), "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory) -> Server:
+    with running_server(tmp_path_factory.mktemp("fast"), *FLAGS, key=KEY) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Server:
-    flags = ("--ctx-size", str(CTX_SIZE), "--threads", "1", "--speculate", "off")
+    flags = (*FLAGS, "--speculate", "off")
     with running_server(tmp_path_factory.mktemp("plain"), *flags, key=KEY) as running:
         yield running
 
@@ -77,7 +88,7 @@ def same_answer(
     `drafts`, the speculating server must have drafted while answering."""
     before = scrape(server)
     fast, slow = chat(server, body), chat(plain, body)
-    assert comparable(fast) == comparable(slow)
+    assert comparable(fast) == approx_floats(comparable(slow))
     if drafts:
         assert scrape(server)[DRAFTED] > before[DRAFTED]
     return fast, slow
@@ -87,56 +98,67 @@ def comparable(answer: dict) -> dict:
     """`answer` without what differs between two servers whatever they generate."""
     answer = json.loads(json.dumps(answer))
     answer.pop("id"), answer.pop("created")
-    answer["usage"].pop("prompt_token_details")  # the session server has a warm cache
+    answer["usage"].pop("prompt_token_details")  # the cache's figures are checked apart
     for choice in answer["choices"]:
         for call in choice["message"].get("tool_calls") or ():
             call.pop("id")  # random per call
     return answer
 
 
-def test_a_copying_answer_is_the_same_and_drafted(server, plain):
-    before = scrape(server)
-    fast, _ = same_answer(server, plain, ask())
-    after = scrape(server)
+def approx_floats(value):
+    """`value` with every float (the log-probabilities) compared to 1e-3."""
+    if isinstance(value, float):
+        return pytest.approx(value, abs=1e-3)
+    if isinstance(value, dict):
+        return {k: approx_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [approx_floats(v) for v in value]
+    return value
+
+
+def test_a_copying_answer_is_the_same_and_drafted(fast, plain):
+    before = scrape(fast)
+    answer, _ = same_answer(fast, plain, ask())
+    after = scrape(fast)
     assert after[ACCEPTED] > before[ACCEPTED]
     assert after[DRAFTS] > before[DRAFTS]
     assert 0 < after[RATE] <= 1
     assert after[RATE] == pytest.approx(after[ACCEPTED] / after[DRAFTED])
     # usage counts what was emitted, drafted tokens only when kept
     emitted = after[GENERATED_TOKENS] - before[GENERATED_TOKENS]
-    assert emitted == fast["usage"]["completion_tokens"] > 0
+    assert emitted == answer["usage"]["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize("max_tokens", [3, 17, 64])
-def test_max_tokens_ends_both_at_the_same_token(server, plain, max_tokens):
+def test_max_tokens_ends_both_at_the_same_token(fast, plain, max_tokens):
     # a few tokens are not worth drafting: the answers must agree all the same
-    fast, _ = same_answer(server, plain, ask(max_tokens=max_tokens), drafts=max_tokens > 16)
-    assert fast["usage"]["completion_tokens"] <= max_tokens
+    answer, _ = same_answer(fast, plain, ask(max_tokens=max_tokens), drafts=max_tokens > 16)
+    assert answer["usage"]["completion_tokens"] <= max_tokens
 
 
-def test_stop_sequences_cut_both_at_the_same_place(server, plain):
-    fast, _ = same_answer(server, plain, ask(stop=["twelve", "Tomas"]))
-    assert "twelve" not in fast["choices"][0]["message"]["content"]
+def test_stop_sequences_cut_both_at_the_same_place(fast, plain):
+    answer, _ = same_answer(fast, plain, ask(stop=["twelve", "Tomas"]))
+    assert "twelve" not in answer["choices"][0]["message"]["content"]
 
 
-def test_n_choices_and_logprobs_agree(server, plain):
-    fast, _ = same_answer(server, plain, ask(n=2, logprobs=True, top_logprobs=3))
-    for choice in fast["choices"]:
+def test_n_choices_and_logprobs_agree(fast, plain):
+    answer, _ = same_answer(fast, plain, ask(n=2, logprobs=True, top_logprobs=3))
+    for choice in answer["choices"]:
         assert len(choice["logprobs"]["content"]) >= 1
 
 
-def test_a_forced_tool_call_is_the_same(server, plain):
+def test_a_forced_tool_call_is_the_same(fast, plain):
     body = ask(
         messages=[{"role": "user", "content": f"{TEXT}\n\nWhat is the weather in the city?"}],
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    fast, _ = same_answer(server, plain, body)
-    [call] = fast["choices"][0]["message"]["tool_calls"]
+    answer, _ = same_answer(fast, plain, body)
+    [call] = answer["choices"][0]["message"]["tool_calls"]
     assert "city" in json.loads(call["function"]["arguments"])
 
 
-def test_json_schema_output_is_the_same(server, plain):
+def test_json_schema_output_is_the_same(fast, plain):
     schema = {
         "type": "object",
         "properties": {"keeper": {"type": "string"}, "story": {"type": "string"}},
@@ -148,16 +170,16 @@ def test_json_schema_output_is_the_same(server, plain):
         response_format={"type": "json_schema", "json_schema": {"schema": schema}},
         max_tokens=160,
     )
-    fast, _ = same_answer(server, plain, body)
-    assert fast["choices"][0]["finish_reason"] in ("stop", "length")
-    if fast["choices"][0]["finish_reason"] == "stop":
-        assert set(json.loads(fast["choices"][0]["message"]["content"])) == {"keeper", "story"}
+    answer, _ = same_answer(fast, plain, body)
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+    if answer["choices"][0]["finish_reason"] == "stop":
+        assert set(json.loads(answer["choices"][0]["message"]["content"])) == {"keeper", "story"}
 
 
-def test_a_stream_carries_the_same_text_and_usage(server, plain):
+def test_a_stream_carries_the_same_text_and_usage(fast, plain):
     body = ask(stream_options={"include_usage": True})
     texts, usages = [], []
-    for target in (server, plain):
+    for target in (fast, plain):
         with httpx.Client(base_url=target.url, headers=AUTH, timeout=120) as http:
             chunks = stream_chunks(http, body)
         texts.append("".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
@@ -166,9 +188,9 @@ def test_a_stream_carries_the_same_text_and_usage(server, plain):
     assert texts[0] == texts[1] and usages[0] == usages[1]
 
 
-def test_the_next_turn_after_rejected_drafts_reuses_the_cache_and_agrees(server, plain):
-    first, _ = same_answer(server, plain, ask(max_tokens=60))
+def test_the_next_turn_after_rejected_drafts_reuses_the_cache_and_agrees(fast, plain):
+    first, _ = same_answer(fast, plain, ask(max_tokens=60))
     history = [*COPY, {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
                {"role": "user", "content": "Now repeat only its first sentence."}]  # fmt: skip
-    second, _ = same_answer(server, plain, ask(messages=history, max_tokens=40))
+    second, _ = same_answer(fast, plain, ask(messages=history, max_tokens=40))
     assert second["usage"]["prompt_token_details"]["cached_tokens"] > 0
