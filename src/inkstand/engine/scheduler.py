@@ -43,7 +43,7 @@ from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
 from inkstand.engine.speculation import Acceptances, Candidate, NgramIndex, Speculator
-from inkstand.engine.stepcost import CALIBRATION, attended, ubatches_of
+from inkstand.engine.stepcost import CALIBRATION, CALIBRATION_ROUNDS, attended, ubatches_of
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
     Event,
@@ -195,10 +195,10 @@ class Scheduler:
         largest = max(sum(counts) for _, counts in CALIBRATION)
         try:
             for context in sorted({c for c, _ in CALIBRATION if c + largest <= self.n_ctx}):
-                for slot in slots:
-                    self._fill(slot, filler, context)
                 batches = [n for c, n in CALIBRATION if c == context and len(n) <= len(slots)]
-                for counts in batches * 3:
+                for slot in slots[: max(len(n) for n in batches)]:
+                    self._fill(slot, filler, context)
+                for counts in batches * CALIBRATION_ROUNDS:
                     entries = [
                         BatchEntry(slot, _cycle(filler, n), context, True, n)
                         for slot, n in zip(slots, counts, strict=False)
