@@ -13,7 +13,8 @@ import math
 import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
-from inkstand.engine import GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine import EngineConfig, GenerationRequest, SamplingParams, TokenEvent
+from inkstand.engine.engine import speculator
 from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
 from inkstand.engine.stepcost import StepCost, attended, ubatches_of
 
@@ -117,8 +118,7 @@ def test_planner_backs_off_when_a_token_costs_a_whole_step():
 
 def test_planner_drafts_nothing_without_candidates_or_when_off():
     assert Speculator(CHEAP_DRAFTS).plan([], [], 0) == {}
-    off = Speculator(CHEAP_DRAFTS, enabled=False)
-    assert off.plan([Candidate(0, (1, 2), 0.99, 10)], [], 0) == {}
+    assert speculator(EngineConfig(speculate="off"), CHEAP_DRAFTS) is None  # no planner at all
 
 
 # -- lossless output on the engine ------------------------------------------------------------

@@ -96,8 +96,6 @@ class Acceptance:
 
     accepted: float = 1.0
     rejected: float = 1.0
-    drafted_total: int = 0
-    accepted_total: int = 0
 
     @classmethod
     def prior(cls, n: int) -> Acceptance:
@@ -116,8 +114,6 @@ class Acceptance:
         fade = DECAY ** (kept + rejected)  # the past fades by the trials just seen
         self.accepted = fade * self.accepted + kept
         self.rejected = fade * self.rejected + rejected
-        self.drafted_total += drafted
-        self.accepted_total += kept
 
 
 class Acceptances(dict[int, Acceptance]):
@@ -144,7 +140,6 @@ class Speculator:
 
     cost: StepCost
     max_tokens: int = 8  # `spec_max_tokens`: drafted tokens per sequence and step
-    enabled: bool = True
 
     def plan(self, candidates: list[Candidate], prompts: list[int], prompt_attended: float
              ) -> dict[int, tuple[int, ...]]:  # fmt: skip
@@ -160,7 +155,7 @@ class Speculator:
         once a token's value over its own cost is below the best speed: every later one is
         worth less for about the same cost.
         """
-        if not self.enabled or not candidates:
+        if not candidates:
             return {}
         batch = _Batch(self.cost, candidates, prompts, prompt_attended)
         best = MIN_GAIN * batch.speed()
