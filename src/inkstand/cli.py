@@ -51,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--speculate",
-        choices=("auto", "off", "ngram"),
-        help="speculative decoding by prompt lookup, as far as it pays (default auto)",
+        choices=("auto", "off", "ngram", "draft"),
+        help="speculative decoding: by prompt lookup and the draft model as far as it pays "
+        "(auto, the default), lookup only (ngram), always the draft model (draft), or off",
+    )
+    serve.add_argument(
+        "--draft", help="a draft model's GGUF for speculative decoding (same vocabulary)"
     )
     serve.add_argument(
         "--spec-max-tokens", type=int, help="most drafted tokens per sequence and step (default 64)"

@@ -33,7 +33,7 @@ from inkstand.errors import InkstandError
 
 ENV_PREFIX = "INKSTAND_"
 CACHE_SCOPES = ("key", "shared")
-SPECULATE_MODES = ("auto", "off", "ngram")
+SPECULATE_MODES = ("auto", "off", "ngram", "draft")
 
 
 class ConfigError(InkstandError):
@@ -80,6 +80,7 @@ class ModelSpec:
     upstream: UpstreamSpec | None = None
     speculate: str = "auto"  # see Settings.speculate
     spec_max_tokens: int = 64
+    draft: str = ""  # a draft model's GGUF (same vocabulary); "": none
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,13 @@ class Settings:
     queue_timeout: float = 30.0  # seconds a request may wait for a slot
     step_tokens: int = 512  # prompt tokens per step while other sequences generate
     # Speculative decoding (engine/speculation.py): "auto"/"ngram" draft by prompt lookup,
-    # verified in the same batch, as much as the planner finds worth it; "off": never.
-    # A model entry may set its own `speculate` and `spec_max_tokens`.
+    # verified in the same batch, as much as the planner finds worth it; "auto" also uses
+    # the draft model (`draft`) where lookup finds nothing and the planner finds it worth
+    # its time; "draft" always drafts with the draft model; "off": never. A model entry may
+    # set its own `speculate`, `spec_max_tokens` and `draft`.
     speculate: str = "auto"
     spec_max_tokens: int = 64  # most drafted tokens per sequence and step
+    draft: str = ""  # a draft model's GGUF, same vocabulary as the models (engine/drafter.py)
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_values: int = 50_000  # JSON values and keys in one body, counted before parsing
     max_file_bytes: int = 100 * 1024 * 1024  # one uploaded file (`POST /v1/files`)
@@ -215,7 +219,7 @@ def load_settings(
             f"are out of range: {settings.max_file_bytes}, {settings.max_storage_bytes}"
         )
     _check_embedding(settings)
-    _check_speculation("setting", settings.speculate, settings.spec_max_tokens)
+    _check_speculation("setting", settings.speculate, settings.spec_max_tokens, settings.draft)
     if not models:
         return settings
     embedding_gguf(settings)  # a missing GGUF stops the server here, not at start
@@ -244,13 +248,20 @@ def _with_translator(
     return {**aliases, TRANSLATOR_ID: aliases.get(target, target)}
 
 
-def _check_speculation(where: str, mode: str, max_tokens: int) -> None:
+def _check_speculation(where: str, mode: str, max_tokens: int, draft: str) -> None:
     if mode not in SPECULATE_MODES:
         raise ConfigError(
             f"{where} `speculate` must be one of {', '.join(SPECULATE_MODES)}, got {mode!r}"
         )
     if not 0 <= max_tokens <= 256:
         raise ConfigError(f"{where} `spec_max_tokens` must be 0 to 256, got {max_tokens}")
+    if mode == "draft" and not draft:
+        raise ConfigError(
+            f'{where} `speculate = "draft"` needs a draft model: set `draft` to the path of a '
+            "small GGUF with the same vocabulary"
+        )
+    if draft and not Path(draft).is_file():
+        raise ConfigError(f"{where} draft model {draft} does not exist")
 
 
 def _check_embedding(settings: Settings) -> None:
@@ -355,6 +366,7 @@ LOCAL_KEYS = {
     "prompt_special_tokens",
     "speculate",
     "spec_max_tokens",
+    "draft",
 }
 UPSTREAM_KEYS = {f.name for f in fields(UpstreamSpec)} - {"urls", "model"} | {
     "urls",
@@ -366,7 +378,12 @@ COMMON_KEYS = {"backend", "name", "ctx_size", "max_output_tokens"}
 def _model_specs(models: dict, settings: Settings) -> tuple[ModelSpec, ...]:
     if not models:
         return tuple(
-            replace(m, speculate=settings.speculate, spec_max_tokens=settings.spec_max_tokens)
+            replace(
+                m,
+                speculate=settings.speculate,
+                spec_max_tokens=settings.spec_max_tokens,
+                draft=settings.draft,
+            )
             for m in default_models(settings.ctx_size)
         )
     return tuple(_model_spec(model_id, entry, settings) for model_id, entry in models.items())
@@ -397,7 +414,8 @@ def _model_spec(model_id: str, entry: dict, settings: Settings) -> ModelSpec:
         raise ConfigError(f"model `{model_id}`: GGUF file {path} does not exist")
     speculate = str(entry.get("speculate", settings.speculate))
     spec_max_tokens = int(entry.get("spec_max_tokens", settings.spec_max_tokens))
-    _check_speculation(f"model `{model_id}`:", speculate, spec_max_tokens)
+    draft = str(entry.get("draft", settings.draft))
+    _check_speculation(f"model `{model_id}`:", speculate, spec_max_tokens, draft)
     return ModelSpec(
         model_id,
         name,
@@ -410,6 +428,7 @@ def _model_spec(model_id: str, entry: dict, settings: Settings) -> ModelSpec:
         prompt_special_tokens=bool(entry.get("prompt_special_tokens", False)),
         speculate=speculate,
         spec_max_tokens=spec_max_tokens,
+        draft=draft,
     )
 
 

@@ -100,6 +100,12 @@ class Metrics:
             "API requests refused with 401 (counted here, never stored).",
             registry=r,
         )
+        self.kv_bytes = Gauge(
+            "inkstand:kv_cache_bytes",
+            "Size of an engine's KV cache (role: model, or draft for its draft model).",
+            ["engine", "role"],
+            registry=r,
+        )
         self.store_bytes = Gauge(
             "inkstand:store_bytes", "Size of the SQLite store: database and WAL files.", registry=r
         )
@@ -116,6 +122,9 @@ class Metrics:
         return accepted / drafted if drafted else 0.0
 
     def render(self) -> bytes:
+        for engine in self._engines():
+            for role, size in engine.kv_bytes().items():
+                self.kv_bytes.labels(engine.name, role).set(size)
         return generate_latest(self.registry)
 
     # -- EngineObserver ------------------------------------------------------------------

@@ -31,9 +31,10 @@ from inkstand.chat.planner import OutputPlanner
 from inkstand.chat.service import ChatService
 from inkstand.config import ModelSpec, Settings
 from inkstand.engine import Engine, EngineConfig
+from inkstand.engine.drafter import same_vocabulary
 from inkstand.engine.observer import EngineObserver
 from inkstand.engine.speculation import SpeculateMode
-from inkstand.errors import ModelFailedError, OverloadedError
+from inkstand.errors import EngineError, ModelFailedError, OverloadedError
 from inkstand.knowledge.embedding import Embedder, open_embedder
 from inkstand.knowledge.semantic import SemanticSearch
 from inkstand.tools.graph import Knowledge
@@ -42,12 +43,12 @@ from inkstand.upstream.replicas import Fleet
 
 log = logging.getLogger("inkstand")
 
-EngineKey = tuple[str, int, str, int]  # what makes two model entries share one engine
+EngineKey = tuple[str, int, str, int, str]  # what makes two model entries share one engine
 
 
 def engine_key(spec: ModelSpec) -> EngineKey:
     """Entries with the same GGUF, context and speculation settings share an engine."""
-    return (spec.path, spec.ctx_size, spec.speculate, spec.spec_max_tokens)
+    return (spec.path, spec.ctx_size, spec.speculate, spec.spec_max_tokens, spec.draft)
 
 
 class Runtime:
@@ -176,7 +177,32 @@ class Runtime:
             speculate=cast(SpeculateMode, spec.speculate),
             spec_max_tokens=spec.spec_max_tokens,
         )
-        return Engine(backend, name=spec.id, config=config, observer=self.observer)
+        draft = self._draft_backend(spec, backend) if spec.draft else None
+        return Engine(backend, name=spec.id, config=config, observer=self.observer, draft=draft)
+
+    def _draft_backend(self, spec: ModelSpec, target: Backend) -> Backend:
+        """The draft model's backend: one slot per slot of `target`, the same context; its
+        vocabulary must be `target`'s (else loading stops with what differs)."""
+        from inkstand.backends.llama_cpp import LlamaCppBackend
+
+        settings = self.settings
+        draft = LlamaCppBackend(
+            spec.draft, n_ctx=spec.ctx_size, n_threads=settings.threads, n_seq_max=settings.slots
+        )
+        differs = same_vocabulary(target, draft)
+        if differs is not None:
+            draft.close()
+            raise EngineError(
+                f"draft model {spec.draft} cannot draft for {spec.path}: {differs}; a draft "
+                "model must have the same vocabulary"
+            )
+        log.info(
+            "draft model %s: KV cache %.1f MiB (the model's own: %.1f MiB)",
+            spec.draft,
+            draft.kv_bytes / 2**20,
+            getattr(target, "kv_bytes", 0) / 2**20,
+        )
+        return draft
 
     def start_semantic(self) -> None:
         """Open the configured embedding model, if any (blocks: loads a GGUF)."""

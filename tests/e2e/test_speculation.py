@@ -1,7 +1,9 @@
 """Speculative decoding on the real model: greedy answers are the same token for token.
 
-Two fresh servers of this module get the same requests in the same order: one speculates
-(`speculate = "auto"`, the default), the other runs `--speculate off`. Both run llama.cpp on
+Two fresh servers get the same requests in the same order: one speculates, the other runs
+`--speculate off`. Every test runs twice, on two such pairs: prompt lookup (`speculate =
+"auto"`, the default), and the draft model (`--speculate draft`, the embedded model as its
+own draft: no other GGUF with its vocabulary can be had here). All run llama.cpp on
 one thread, where a step of several tokens computes each position as a step of one does
 (measured: docs/benchmarks.md "Speculative decoding"), so the tokens are the same; a
 log-probability may differ in its fourth decimal where batches of other shapes were computed
@@ -16,6 +18,9 @@ import json
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from inkstand.config import find_embedded_model
 
 from .support import (
     AUTH,
@@ -56,19 +61,28 @@ WEATHER = {
 
 
 FLAGS = ("--ctx-size", str(CTX_SIZE), "--threads", "1")
+DRAFTING = {"lookup": (), "draft": ("--speculate", "draft", "--draft", find_embedded_model())}
 
 
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory) -> Server:
-    with running_server(tmp_path_factory.mktemp("fast"), *FLAGS, key=KEY) as running:
-        yield running
+@pytest.fixture(scope="module", params=sorted(DRAFTING))
+def servers(request, tmp_path_factory) -> tuple[Server, Server]:
+    """(speculating server, `--speculate off` server), fresh, for one way of drafting."""
+    folder = tmp_path_factory.mktemp(request.param)
+    with (
+        running_server(folder / "fast", *FLAGS, *DRAFTING[request.param], key=KEY) as fast,
+        running_server(folder / "plain", *FLAGS, "--speculate", "off", key=KEY) as plain,
+    ):
+        yield fast, plain
 
 
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory) -> Server:
-    flags = (*FLAGS, "--speculate", "off")
-    with running_server(tmp_path_factory.mktemp("plain"), *flags, key=KEY) as running:
-        yield running
+@pytest.fixture
+def fast(servers) -> Server:
+    return servers[0]
+
+
+@pytest.fixture
+def plain(servers) -> Server:
+    return servers[1]
 
 
 def chat(server: Server, body: dict) -> dict:
@@ -194,3 +208,18 @@ def test_the_next_turn_after_rejected_drafts_reuses_the_cache_and_agrees(fast, p
                {"role": "user", "content": "Now repeat only its first sentence."}]  # fmt: skip
     second, _ = same_answer(fast, plain, ask(messages=history, max_tokens=40))
     assert second["usage"]["prompt_token_details"]["cached_tokens"] > 0
+
+
+def test_the_kv_cache_of_the_model_and_its_draft_are_reported(fast, servers):
+    response = httpx.get(f"{fast.url}/metrics", timeout=10)
+    sizes = {
+        sample.labels["role"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "inkstand:kv_cache_bytes"
+    }
+    drafting = "--draft" in fast.process.args
+    assert set(sizes) == ({"model", "draft"} if drafting else {"model"})
+    assert sizes["model"] > 0
+    if drafting:  # the embedded model drafts for itself: the same cache
+        assert sizes["draft"] == sizes["model"]

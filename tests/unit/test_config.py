@@ -141,3 +141,30 @@ def test_an_unknown_key_in_a_local_model_entry_is_refused_too(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings({"config": str(config)}, environ={})
     assert "urls" in caught.value.description and "upstream" in caught.value.description
+
+
+def test_a_draft_model_is_set_per_entry_or_for_all(tmp_path):
+    gguf = find_embedded_model()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[models.a]\npath = "{gguf}"\ndraft = "{gguf}"\nspeculate = "draft"\n'
+        f'[models.b]\npath = "{gguf}"\n'
+    )
+    a, b = load_settings({"config": str(config)}, environ={}).models
+    assert (a.draft, a.speculate, b.draft, b.speculate) == (gguf, "draft", "", "auto")
+    everyone = load_settings({"draft": gguf}, environ={}).models
+    assert {m.draft for m in everyone} == {gguf}
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"speculate": "draft"}, "needs a draft model"),
+        ({"draft": "/no/such.gguf"}, "/no/such.gguf does not exist"),
+        ({"speculate": "eagle"}, "must be one of auto, off, ngram, draft"),
+    ],
+)
+def test_a_draft_mode_without_a_draft_model_is_refused(flags, named):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags, environ={})
+    assert named in caught.value.description

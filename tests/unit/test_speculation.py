@@ -104,15 +104,23 @@ def test_ubatches_count_the_distinct_token_counts_of_the_sequences():
 
 def test_planner_drafts_where_tokens_are_cheap_and_acceptance_high():
     planner = Speculator(CHEAP_DRAFTS, max_tokens=6)
-    right = Candidate(0, tuple(range(10)), rate=0.9, position=100)
-    wrong = Candidate(1, tuple(range(10)), rate=0.05, position=100)
+    right = Candidate(0, 10, rate=0.9, position=100)
+    wrong = Candidate(1, 10, rate=0.05, position=100)
     drafts = planner.plan([right, wrong], prompts=[], prompt_attended=0)
-    assert drafts == {0: tuple(range(6))}  # capped at max_tokens; the poor guesser gets none
+    assert drafts == {0: 6}  # capped at max_tokens; the poor guesser gets none
+
+
+def test_planner_weighs_a_draft_models_drafting_time():
+    planner = Speculator(CHEAP_DRAFTS, max_tokens=6)
+    cheap = Candidate(0, 10, rate=0.9, position=100, draft_seconds=0.0005)
+    assert planner.plan([cheap], prompts=[], prompt_attended=0) == {0: 6}
+    costly = Candidate(0, 10, rate=0.9, position=100, draft_seconds=0.010)  # a step a token
+    assert planner.plan([costly], prompts=[], prompt_attended=0) == {}
 
 
 def test_planner_backs_off_when_a_token_costs_a_whole_step():
     planner = Speculator(COSTLY_DRAFTS, max_tokens=8)
-    candidates = [Candidate(slot, (1, 2, 3, 4), rate=0.8, position=50) for slot in range(16)]
+    candidates = [Candidate(slot, 4, rate=0.8, position=50) for slot in range(16)]
     assert planner.plan(candidates, prompts=[], prompt_attended=0) == {}
 
 

@@ -38,6 +38,7 @@ class FakeBackend:
         self.reply = reply.encode("utf-8")
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
+        self.n_vocab = EOG + 1 + len(SPECIALS)
         self.info = ModelInfo(
             "fake", n_ctx, n_ctx, None, "", "", tuple(SPECIALS), max(map(len, SPECIALS))
         )
@@ -51,6 +52,7 @@ class FakeBackend:
         self.refuse_grammars = False
         self.chain: dict[int, list[tuple[int, float]]] | None = None
         self._rows: dict[int, int] = {}  # logits index -> the token at it, in the last decode
+        self.row_positions: dict[int, int] = {}  # logits index -> that token's position
         self._rngs: dict[int, random.Random] = {}
 
     def tokenize(
@@ -101,7 +103,7 @@ class FakeBackend:
             self.kv_full_decodes -= 1
             raise KVFullError("scripted full KV cache")
         at, out = 0, []
-        self._rows = {}
+        self._rows, self.row_positions = {}, {}
         for entry in batch:
             cache = self.kv[entry.seq_id]
             assert entry.start_pos == len(cache), (entry.start_pos, len(cache))
@@ -112,9 +114,9 @@ class FakeBackend:
             if entry.want_logits:
                 out.append(at - entry.outputs)
                 for i in range(entry.outputs):
-                    self._rows[at - entry.outputs + i] = entry.tokens[
-                        len(entry.tokens) - entry.outputs + i
-                    ]
+                    row = len(entry.tokens) - entry.outputs + i
+                    self._rows[at - entry.outputs + i] = entry.tokens[row]
+                    self.row_positions[at - entry.outputs + i] = entry.start_pos + row
         return out
 
     def truncate(self, seq_id: int, keep: int) -> None:

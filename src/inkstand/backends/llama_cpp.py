@@ -22,6 +22,7 @@ logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 import llama_cpp as L  # noqa: E402  (after quieting its logger, which it reads at load)
 
+KV_BYTES = 2  # one cached key or value element: f16
 UBATCH = 512  # tokens per graph computation: llama.cpp's default, its compute buffers' size
 
 
@@ -66,6 +67,15 @@ class LlamaCppBackend:
         self._pieces: dict[int, bytes] = {}
         self._add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.info = self._read_info(path)
+
+    @property
+    def kv_bytes(self) -> int:
+        """The KV cache's size: a key and a value (16-bit, llama.cpp's default) per layer,
+        KV head and cell, for every cell of every slot."""
+        model = self._model
+        per_head = L.llama_model_n_embd(model) // L.llama_model_n_head(model)
+        width = per_head * L.llama_model_n_head_kv(model)
+        return 2 * L.llama_model_n_layer(model) * width * KV_BYTES * L.llama_n_ctx(self._ctx)
 
     # -- loading -----------------------------------------------------------------------
     def _load_model(self, path: str):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from inkstand.backends.base import Backend, ModelInfo
 from inkstand.engine.buffer import EventBuffer
+from inkstand.engine.drafter import DraftModel
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.scheduler import DRAIN, STOP, Job, Scheduler, SchedulerConfig, model_failed
 from inkstand.engine.speculation import SpeculateMode, Speculator
@@ -38,9 +39,12 @@ class EngineConfig:
     queue_timeout: float = 30.0
     step_tokens: int = 512
     aging: float | None = None  # see SchedulerConfig
-    # Speculative decoding (speculation.py): "auto" and "ngram" draft by prompt lookup under
-    # the adaptive planner; "off" never drafts (the server's own default is "auto", see
-    # config.py). `spec_max_tokens`: most drafted tokens per sequence and step.
+    # Speculative decoding (speculation.py): "ngram" drafts by prompt lookup under the
+    # adaptive planner; "auto" too, and where lookup finds nothing, by the draft model if
+    # there is one (drafter.py), when the planner finds it worth its cost; "draft" always
+    # drafts with the draft model, as much as its acceptance says; "off" never drafts (the
+    # server's own default is "auto", see config.py). `spec_max_tokens`: most drafted
+    # tokens per sequence and step.
     speculate: SpeculateMode = "off"
     spec_max_tokens: int = 64
 
@@ -49,7 +53,7 @@ def speculator(config: EngineConfig, cost: StepCost | None) -> Speculator | None
     """The engine's speculation planner, or None when speculation is off."""
     if config.speculate == "off" or config.spec_max_tokens <= 0:
         return None
-    return Speculator(cost or StepCost(), config.spec_max_tokens)
+    return Speculator(cost or StepCost(), config.spec_max_tokens, config.speculate)
 
 
 class EngineStream:
@@ -87,10 +91,14 @@ class Engine:
         config: EngineConfig = EngineConfig(),
         observer: EngineObserver | None = None,
         cost: StepCost | None = None,
+        draft: Backend | None = None,
     ) -> None:
         """`cost`: what decode steps cost, for the speculation planner (tests give a known
-        one); None: timed on the backend when the engine starts."""
+        one); None: timed on the backend when the engine starts. `draft`: a draft model's
+        backend (same vocabulary, one slot per slot of `backend`), owned by the engine."""
         self.backend = backend
+        self.name = name
+        self.drafter = DraftModel(draft) if draft is not None else None
         self.config = config
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._scheduler = Scheduler(
@@ -99,6 +107,7 @@ class Engine:
             SchedulerConfig(config.queue_timeout, config.step_tokens, config.aging),
             observer or NullObserver(),
             speculator(config, cost),
+            self.drafter,
         )
         self._thread = threading.Thread(target=self._scheduler.run, name=f"inkstand-{name}")
         self._thread.daemon = True
@@ -165,6 +174,16 @@ class Engine:
             self._inbox.put(STOP)
             self._thread.join()
         self.backend.close()
+        if self.drafter is not None:
+            self.drafter.close()
+
+    def kv_bytes(self) -> dict[str, int]:
+        """The KV cache's size per role ("model", and "draft" with a draft model), where the
+        backend knows it."""
+        sizes = {"model": getattr(self.backend, "kv_bytes", None)}
+        if self.drafter is not None:
+            sizes["draft"] = getattr(self.drafter.backend, "kv_bytes", None)
+        return {role: size for role, size in sizes.items() if size is not None}
 
     @asynccontextmanager
     async def stream(self, request: GenerationRequest) -> AsyncIterator[EngineStream]:

@@ -39,10 +39,17 @@ from dataclasses import dataclass, field, replace
 
 from inkstand.backends.base import Backend, BackendBrokenError, BatchEntry, KVFullError
 from inkstand.engine.admission import WaitLine
+from inkstand.engine.drafter import MODEL_DRAFT, DraftModel
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
-from inkstand.engine.speculation import Acceptances, Candidate, NgramIndex, Speculator
+from inkstand.engine.speculation import (
+    Acceptances,
+    Candidate,
+    NgramIndex,
+    Speculator,
+    forced_length,
+)
 from inkstand.engine.stepcost import CALIBRATION, CALIBRATION_ROUNDS, attended, ubatches_of
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
@@ -125,7 +132,7 @@ class Sequence:
     lookup: NgramIndex | None = None
     acceptance: Acceptances = field(default_factory=Acceptances)  # by n-gram length
     draft: tuple[int, ...] = ()
-    match: int = 0  # the n-gram length `draft` (or `guess`) was found by
+    match: int = 0  # the n-gram length `draft` (or `guess`) was found by; MODEL_DRAFT: drafter
     guess: int | None = None  # the first drafted token when the planner verified none
 
     @property
@@ -146,8 +153,10 @@ class Scheduler:
         config: SchedulerConfig = SchedulerConfig(),
         observer: EngineObserver | None = None,
         speculator: Speculator | None = None,
+        drafter: DraftModel | None = None,
     ) -> None:
         self.backend = backend
+        self.drafter = drafter if speculator is not None else None
         self.inbox = inbox
         self.config = config
         self.observer: EngineObserver = observer or NullObserver()
@@ -187,11 +196,18 @@ class Scheduler:
     def _calibrate(self) -> None:
         """Time a few decodes in one or two idle slots before serving, so the speculation
         planner starts with a fair idea of what a step costs (stepcost.py); the slots' KV is
-        then dropped. Skipped when the planner has learnt already, or on any failure."""
-        if self.speculator is None or self.speculator.cost.observed or not self.free:
+        then dropped. Skipped when the planner has learnt already, or on any failure. A draft
+        model's drafting steps are timed too."""
+        if self.speculator is None or not self.free:
             return
-        slots = sorted(self.free)[:2]
         filler = self.backend.tokenize("The quick brown fox jumps over the lazy dog. " * 8)
+        if self.drafter is not None:
+            self.drafter.calibrate(filler[:64])
+        if not self.speculator.cost.observed:
+            self._time_steps(filler)
+
+    def _time_steps(self, filler: list[int]) -> None:
+        slots = sorted(self.free)[:2]
         largest = max(sum(counts) for _, counts in CALIBRATION)
         try:
             for context in sorted({c for c, _ in CALIBRATION if c + largest <= self.n_ctx}):
@@ -422,13 +438,38 @@ class Scheduler:
 
     def _plan_drafts(self, generating: list[Sequence], prompts: list[BatchEntry]) -> None:
         """Give each generating sequence the draft it verifies this step (speculation.py),
-        within the batch's room and what the sequence may still emit."""
+        within the batch's room and what the sequence may still emit: a prompt-lookup draft,
+        or where lookup finds none, one from the draft model if there is one (drafter.py)."""
         for seq in generating:
             seq.draft = ()
         if self.speculator is None or not generating:
             return
         room = self.backend.n_batch - sum(len(e.tokens) for e in prompts) - len(generating)
-        candidates = []
+        candidates, lookups = self._candidates(generating, room)
+        if self.speculator.mode == "draft":
+            counts = {c.key: forced_length(c.rate, c.size) for c in candidates}
+        else:
+            seen = sum(attended(e.start_pos, len(e.tokens)) for e in prompts)
+            counts = self.speculator.plan(candidates, [len(e.tokens) for e in prompts], seen)
+        counts = _within(counts, room)
+        drafts = {slot: lookups[slot][:n] for slot, n in counts.items() if slot in lookups}
+        wanted = {s: n for s, n in counts.items() if s not in lookups}
+        if wanted and self.drafter is not None:
+            histories = {s: (_history(self.active[s]), n) for s, n in wanted.items()}
+            drafts |= self.drafter.propose(histories)
+        for seq in generating:
+            seq.draft = drafts.get(seq.slot, ())
+            unverified = lookups.get(seq.slot, ()) if not seq.draft else ()
+            seq.guess = unverified[0] if unverified else None
+
+    def _candidates(
+        self, generating: list[Sequence], room: int
+    ) -> tuple[list[Candidate], dict[int, tuple[int, ...]]]:
+        """What every generating sequence could draft: a lookup draft (returned by slot too),
+        else as many tokens as it may from the draft model."""
+        assert self.speculator is not None
+        mode = self.speculator.mode
+        candidates, lookups = [], {}
         for seq in generating:
             limit = min(
                 self.speculator.max_tokens,
@@ -436,16 +477,19 @@ class Scheduler:
                 self.n_ctx - seq.position - 1,
                 room,
             )
-            if seq.lookup is not None and limit > 0:
-                draft, seq.match = seq.lookup.draft(limit)
-                rate = seq.acceptance[seq.match].rate if draft else 0.0
-                candidates.append(Candidate(seq.slot, draft, rate, seq.position))
-        seen = sum(attended(e.start_pos, len(e.tokens)) for e in prompts)
-        drafts = self.speculator.plan(candidates, [len(e.tokens) for e in prompts], seen)
-        guesses = {c.key: c.draft[0] for c in candidates if c.draft}
-        for seq in generating:
-            seq.draft = drafts.get(seq.slot, ())
-            seq.guess = None if seq.draft else guesses.get(seq.slot)
+            if seq.lookup is None or limit <= 0:
+                continue
+            draft, seq.match = seq.lookup.draft(limit) if mode != "draft" else ((), 0)
+            if draft:
+                lookups[seq.slot] = draft
+                rate = seq.acceptance[seq.match].rate
+                candidates.append(Candidate(seq.slot, len(draft), rate, seq.position))
+            elif self.drafter is not None and mode != "ngram":
+                seq.match = MODEL_DRAFT
+                rate = seq.acceptance[MODEL_DRAFT].rate
+                step = self.drafter.step_seconds or self.speculator.cost.seconds(1, 1, 0)
+                candidates.append(Candidate(seq.slot, limit, rate, seq.position, step))
+        return candidates, lookups
 
     def _prompts_in_order(self) -> list[Sequence]:
         """The sequences whose prompts are not all in, in the order they get the budget.
@@ -701,6 +745,23 @@ def prompt_rank(seq: Sequence, overdue: float) -> tuple[bool, float, float]:
 def model_failed(reason: str | None) -> ModelFailedError:
     """What a request to an engine that stopped serving gets: 503, not worth retrying here."""
     return ModelFailedError(f"The model stopped serving after a failure: {reason}.")
+
+
+def _history(seq: Sequence) -> list[int]:
+    """The sequence's prompt and output so far, its pending token last."""
+    assert seq.lookup is not None
+    return seq.lookup.tokens
+
+
+def _within(counts: dict[int, int], room: int) -> dict[int, int]:
+    """`counts` cut, in slot order, to `room` drafted tokens in all."""
+    kept = {}
+    for slot in sorted(counts):
+        take = min(counts[slot], room)
+        if take > 0:
+            kept[slot] = take
+            room -= take
+    return kept
 
 
 def _cycle(tokens: list[int], length: int) -> list[int]:

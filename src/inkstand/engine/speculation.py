@@ -37,7 +37,7 @@ from typing import Literal
 
 from inkstand.engine.stepcost import StepCost
 
-SpeculateMode = Literal["auto", "off", "ngram"]  # "draft" (a draft model) is not built yet
+SpeculateMode = Literal["auto", "off", "ngram", "draft"]
 # n-gram lengths looked up, the longest that matches first: a long match means the answer is
 # copying, and its drafts are then right for long stretches; a short one guesses.
 NGRAM_SIZES = (12, 6, 3, 2)
@@ -46,6 +46,7 @@ PRIORS = {12: 0.95, 6: 0.8, 3: 0.5, 2: 0.3}
 PRIOR_WEIGHT = 2.0
 DECAY = 0.95  # weight of the past in a sequence's acceptance rate, per drafted token seen
 MIN_GAIN = 1.02  # a draft must promise this much more tokens per second to be verified
+FORCED_VALUE = 0.5  # `speculate = "draft"`: a drafted token's least chance of being kept
 
 
 class NgramIndex:
@@ -126,12 +127,15 @@ class Acceptances(dict[int, Acceptance]):
 
 @dataclass
 class Candidate:
-    """One generating sequence this step: what it could draft and how often it is right."""
+    """One generating sequence this step: how much it could draft and how often it is right."""
 
     key: int  # the scheduler's handle for it (its slot)
-    draft: tuple[int, ...]
+    size: int  # most tokens it can draft
     rate: float
     position: int  # where its pending token goes: drafted tokens follow it
+    # Seconds one drafting step of a draft model takes (0: a lookup draft, free): drafting d
+    # tokens takes d steps, shared by every sequence the draft model drafts for.
+    draft_seconds: float = 0.0
 
 
 @dataclass
@@ -140,10 +144,12 @@ class Speculator:
 
     cost: StepCost
     max_tokens: int = 8  # `spec_max_tokens`: drafted tokens per sequence and step
+    mode: SpeculateMode = "auto"  # see EngineConfig.speculate
 
     def plan(self, candidates: list[Candidate], prompts: list[int], prompt_attended: float
-             ) -> dict[int, tuple[int, ...]]:  # fmt: skip
-        """The draft each sequence verifies this step (keys with none are left out).
+             ) -> dict[int, int]:  # fmt: skip
+        """How many drafted tokens each sequence verifies this step (keys with none are left
+        out).
 
         Without drafts the batch holds one token per candidate (at `position`) plus the
         prompt chunks of `prompts` tokens, attending over `prompt_attended` positions
@@ -168,26 +174,33 @@ class Speculator:
             taken.append(key)
             if (speed := batch.speed()) > best:
                 best, best_len = speed, len(taken)
-        counts: dict[int, int] = {}
-        for key in taken[:best_len]:
-            counts[key] = counts.get(key, 0) + 1
-        return {c.key: c.draft[: counts[c.key]] for c in candidates if c.key in counts}
+        return dict(collections.Counter(taken[:best_len]))
 
     def _ranked(self, candidates: list[Candidate]) -> Iterator[tuple[float, int, int]]:
         """Every draftable token as (expected value, sequence key, position), most valuable
         first, produced as the caller asks."""
-        heap = [(-c.rate, 1, c.key, c) for c in candidates if c.draft and c.rate > 0]
+        heap = [(-c.rate, 1, c.key, c) for c in candidates if c.size and c.rate > 0]
         heapq.heapify(heap)
         while heap:
             value, depth, key, candidate = heapq.heappop(heap)
             yield -value, key, candidate.position + depth
-            if depth < min(self.max_tokens, len(candidate.draft)):
+            if depth < min(self.max_tokens, candidate.size):
                 heapq.heappush(heap, (value * candidate.rate, depth + 1, key, candidate))
+
+
+def forced_length(rate: float, limit: int) -> int:
+    """How many tokens a draft model drafts when told to (`speculate = "draft"`): those whose
+    chance of being kept (`rate ** i`) is at least `FORCED_VALUE`, one at least."""
+    length = 1
+    while length < limit and rate ** (length + 1) >= FORCED_VALUE:
+        length += 1
+    return min(length, limit)
 
 
 class _Batch:
     """A step's batch as the planner grows it: its tokens, their attended positions, the
-    expected tokens it emits and how many tokens each sequence brings (for its ubatches)."""
+    expected tokens it emits, how many tokens each sequence brings (for its ubatches) and
+    the drafting steps a draft model takes for it."""
 
     def __init__(
         self, cost: StepCost, candidates: list[Candidate], prompts: list[int], attended: float
@@ -198,6 +211,8 @@ class _Batch:
         self.attended = attended + sum(c.position + 1 for c in candidates)
         self.brings = {c.key: 1 for c in candidates}
         self.counts = collections.Counter([*prompts, *self.brings.values()])
+        self.draft_seconds = {c.key: c.draft_seconds for c in candidates}
+        self.drafting = 0.0  # seconds the draft model takes for the drafts added
 
     def add(self, key: int, value: float, position: int) -> None:
         self.emitted += value
@@ -209,7 +224,9 @@ class _Batch:
         if not self.counts[before]:
             del self.counts[before]
         self.counts[before + 1] += 1
+        self.drafting = max(self.drafting, before * self.draft_seconds[key])
 
     def speed(self) -> float:
-        """Expected tokens emitted per second of this step."""
-        return self.emitted / self.cost.seconds(self.tokens, len(self.counts), self.attended)
+        """Expected tokens emitted per second of this step, drafting included."""
+        seconds = self.cost.seconds(self.tokens, len(self.counts), self.attended)
+        return self.emitted / (seconds + self.drafting)
