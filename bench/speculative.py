@@ -99,6 +99,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--many-rounds", type=int, default=4)
     parser.add_argument("--many-tokens", type=int, default=128)
     parser.add_argument("--cost-repeats", type=int, default=5)
+    parser.add_argument(
+        "--draft",
+        help="a draft GGUF: adds Inkstand `--speculate draft` and llama-server `-md` with it "
+        "to the extractive prompts ('embedded': the model as its own draft, which shows the "
+        "drafting path's overhead, not a gain)",
+    )
     add_server_arguments(parser, quiet_budget=900.0)
     parser.set_defaults(slots=4)  # one client at a time: a small KV for every server
     return parser.parse_args()
@@ -192,7 +198,7 @@ def serve_and_run(args, model: str, binary, quiet: host.Quiet, *, single: bool) 
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inkstand-spec-")))
         if not single:
             args = argparse.Namespace(**(vars(args) | {"slots": 16}))
-        specs = inkstand_specs(args, tmp)
+        specs = inkstand_specs(args, tmp, single=single)
         if binary is not None:
             specs |= llama_specs(args, binary, model)
         targets = {
@@ -204,26 +210,35 @@ def serve_and_run(args, model: str, binary, quiet: host.Quiet, *, single: bool) 
         return {"commands": commands} | uvloop.run(bench.run())
 
 
-def inkstand_specs(args, tmp: Path) -> dict[str, tuple[int, Spec]]:
+def draft_path(args) -> str | None:
+    return find_embedded_model() if args.draft == "embedded" else args.draft
+
+
+def inkstand_specs(args, tmp: Path, *, single: bool) -> dict[str, tuple[int, Spec]]:
     specs = {}
-    for name, mode in (("inkstand", "auto"), ("inkstand-off", "off")):
+    modes = [("inkstand", ["auto"]), ("inkstand-off", ["off"])]
+    if single and (draft := draft_path(args)):
+        modes.append(("inkstand-draft", ["draft", "--draft", draft]))
+    for name, mode in modes:
         port = free_port()
         spec = inkstand_spec(args, port, tmp / f"data-{name}")
-        cmd = [*spec.cmd, "--speculate", mode]
+        cmd = [*spec.cmd, "--speculate", *mode]
         specs[name] = (port, Spec(cmd, spec.ready, spec.dialect, spec.headers, spec.extra))
     return specs
 
 
 def llama_specs(args, binary, model: str) -> dict[str, tuple[int, Spec]]:
     specs = {}
-    for kind in ("", *LLAMA_SPEC_TYPES):
+    kinds: list[list[str]] = [[]] + [["--spec-type", kind] for kind in LLAMA_SPEC_TYPES]
+    if draft := draft_path(args):
+        kinds.append(["-md", draft])
+    for extra in kinds:
         port = free_port()
         cmd = llama_server_command(binary, model, port, threads=args.threads,
                                    ctx_size=args.ctx_size, slots=args.slots)  # fmt: skip
-        if kind:
-            cmd += ["--spec-type", kind]
-        name = f"llama-server-{kind}" if kind else "llama-server"
-        specs[name] = (port, Spec(cmd, "/health", "openai", {}, {"model": "smollm2"}))
+        name = "llama-server" + (f"-{extra[-1]}" if extra[:1] == ["--spec-type"] else "")
+        name += "-md" if extra[:1] == ["-md"] else ""
+        specs[name] = (port, Spec(cmd + extra, "/health", "openai", {}, {"model": "smollm2"}))
     return specs
 
 
@@ -261,7 +276,8 @@ class SingleClient:
     async def one(self, client, name: str, messages: list[dict]) -> dict:
         target = self.targets[name]
         self.quiet.wait()
-        before = await spec_counters(client, target) if name == "inkstand" else None
+        counted = name.startswith("inkstand") and name != "inkstand-off"
+        before = await spec_counters(client, target) if counted else None
         trace = await target.send(client, target.body(messages, self.args.max_tokens))
         sample = {"server": name, "rate": decode_rate(trace), "tokens": trace.tokens,
                   "ttft": trace.ttft, "error": trace.error, "timings": trace.timings,
@@ -314,6 +330,11 @@ def summarise_single(samples: list[dict]) -> dict:
                 for peer in servers
                 if peer != "inkstand"
             },
+            "draft_model_over_md": (
+                ratio_spread(rates["inkstand-draft"], rates["llama-server-md"])
+                if {"inkstand-draft", "llama-server-md"} <= rates.keys()
+                else None
+            ),
             "acceptance": accepted / drafted if drafted else None,
             "drafted_per_token": drafted / sum(s["tokens"] for s in mine) if mine else None,
             "per_prompt": per_prompt(timed, kind),
@@ -381,6 +402,9 @@ def show_single(single: dict) -> None:
               f"{summary['drafted_per_token']}")  # fmt: skip
         for peer, r in summary["inkstand_over"].items():
             print(f"  inkstand / {peer:<26} {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})")
+        if r := summary["draft_model_over_md"]:
+            print(f"  inkstand-draft / llama-server-md {r['median']:.2f}x "
+                  f"({r['min']:.2f}-{r['max']:.2f})")  # fmt: skip
         for prompt, row in summary["per_prompt"].items():
             cells = " ".join(f"{k}={v:.1f}" for k, v in row.items() if isinstance(v, float))
             print(f"    {prompt}: {cells}")
