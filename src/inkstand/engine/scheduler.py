@@ -42,7 +42,14 @@ from inkstand.engine.admission import WaitLine
 from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
-from inkstand.engine.speculation import Acceptances, Candidate, NgramIndex, Speculator
+from inkstand.engine.speculation import (
+    NO_MATCH,
+    Acceptances,
+    Candidate,
+    Match,
+    NgramIndex,
+    Speculator,
+)
 from inkstand.engine.stepcost import CALIBRATION, CALIBRATION_ROUNDS, attended, ubatches_of
 from inkstand.engine.stops import TextAssembler
 from inkstand.engine.types import (
@@ -125,7 +132,7 @@ class Sequence:
     lookup: NgramIndex | None = None
     acceptance: Acceptances = field(default_factory=Acceptances)  # by n-gram length
     draft: tuple[int, ...] = ()
-    match: int = 0  # the n-gram length `draft` (or `guess`) was found by
+    match: Match = NO_MATCH  # where `draft` (or `guess`) was found
     guess: int | None = None  # the first drafted token when the planner verified none
 
     @property
@@ -437,7 +444,8 @@ class Scheduler:
                 room,
             )
             if seq.lookup is not None and limit > 0:
-                draft, seq.match = seq.lookup.draft(limit)
+                scope = seq.job.request.cache_scope
+                draft, seq.match = self.speculator.draft(seq.lookup, seq.acceptance, scope, limit)
                 rate = seq.acceptance[seq.match].rate if draft else 0.0
                 candidates.append(Candidate(seq.slot, draft, rate, seq.position))
         seen = sum(attended(e.start_pos, len(e.tokens)) for e in prompts)
@@ -578,6 +586,9 @@ class Scheduler:
         if rest:
             seq.job.emit(TokenEvent(rest, None, seq.index))
         self._release(seq)  # before the Finish, so a follow-up request finds the slot free
+        if self.speculator is not None and seq.lookup is not None:
+            answer = seq.lookup.tokens[len(seq.prompt) :]
+            self.speculator.remember(seq.job.request.cache_scope, seq.prompt, answer)
         seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, seq.cached, seq.index))
         held = len(self.cache.tokens[seq.slot])
         if ahead and seq.job.request.n == 1 and held + len(ahead) <= self.n_ctx:
