@@ -19,7 +19,14 @@ from inkstand.engine import EngineConfig, GenerationRequest, SamplingParams, Tok
 from inkstand.engine.engine import Engine, speculator
 from inkstand.engine.observer import NullObserver
 from inkstand.engine.pool import SCOPE_TOKENS, NgramPool, ScopedPools
-from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
+from inkstand.engine.speculation import (
+    LONG_MATCH,
+    Acceptance,
+    Candidate,
+    NgramIndex,
+    Speculator,
+    trust_key,
+)
 from inkstand.engine.stepcost import StepCost, attended, ubatches_of
 
 from .events import collect, finishes, text_of
@@ -91,6 +98,8 @@ def test_a_long_match_is_trusted_more_than_a_short_one():
     prior = Acceptance.prior
     assert prior(("own", 12)).rate > prior(("own", 6)).rate > prior(("own", 2)).rate
     assert prior(("pool", 12)).rate > prior(("pool", 6)).rate
+    assert trust_key("own", 12, LONG_MATCH + 5) == ("own", LONG_MATCH)  # matched far back
+    assert prior(("own", LONG_MATCH)).rate > prior(("own", 12)).rate
 
 
 # -- the planner -----------------------------------------------------------------------------
@@ -269,6 +278,14 @@ def test_pool_drafts_what_followed_in_an_earlier_answer():
     pool.add([1, 2, 3, 4, 5, 6, 7])
     assert pool.draft([9, 9, 2, 3, 4], 2) == ((5, 6), 3, 3)
     assert pool.draft([9, 3, 4, 8], 2) == ((), 0, 0)
+
+
+def test_pool_drafts_a_looping_answer_from_its_first_turn_and_newer_answers_first():
+    pool = NgramPool(capacity=1000, sizes=(2,))
+    pool.add([1, 2, 3, 1, 2, 3, 1, 2, 3])
+    assert pool.draft([1, 2], 5) == ((3, 1, 2, 3, 1), 2, 2)  # not just the last (3,)
+    pool.add([1, 2, 7])
+    assert pool.draft([1, 2], 5) == ((7,), 2, 2)
 
 
 def test_pools_keep_their_scopes_apart_and_drop_the_least_recent():

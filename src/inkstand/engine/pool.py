@@ -25,10 +25,12 @@ import collections
 from collections.abc import Sequence
 
 POOL_SIZES = (12, 6)  # n-grams looked up in the pool, the longest first; short ones guess
-TAIL = max(POOL_SIZES)  # prompt tokens kept before each answer
 SCOPE_TOKENS = 32_768  # most tokens one scope keeps
 SCOPES = 8  # most scopes kept
 MATCH_CAP = 64  # a match is measured back this many tokens at most
+# Prompt tokens kept before each answer: a request asked again then matches at its first
+# token as far back as a match is measured, and is trusted as a long match from the start.
+TAIL = MATCH_CAP
 
 
 def matched_length(source: Sequence[int], end: int, history: Sequence[int]) -> int:
@@ -42,9 +44,13 @@ def matched_length(source: Sequence[int], end: int, history: Sequence[int]) -> i
 
 
 class _Generation:
-    """Answers added one after another, and for each n-gram the position that followed
-    its latest occurrence (keyed by the n-gram's hash: a collision is caught by
-    `matched_length`)."""
+    """Answers added one after another, and for each n-gram the position that followed it
+    in the latest answer holding it (keyed by the n-gram's hash: a collision is caught by
+    `matched_length`).
+
+    Within one answer the first occurrence counts: an answer that ended up looping holds
+    its loop's n-grams many times, and only the first is followed by more than a few
+    tokens of that answer."""
 
     def __init__(self) -> None:
         self.tokens = array.array("i")
@@ -53,11 +59,12 @@ class _Generation:
     def add(self, tokens: Sequence[int], sizes: Sequence[int]) -> None:
         base = len(self.tokens)
         self.tokens.extend(tokens)
-        history, after = self.tokens, self.after
+        history, first = self.tokens, {}
         for end in range(base + 1, len(history)):
             for n in sizes:
                 if end - base >= n:
-                    after[hash(tuple(history[end - n : end]))] = end
+                    first.setdefault(hash(tuple(history[end - n : end])), end)
+        self.after.update(first)
 
 
 class NgramPool:

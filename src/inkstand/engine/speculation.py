@@ -51,14 +51,24 @@ NGRAM_SIZES = (12, 6, 3, 2)
 # prompt and output) or "pool" (earlier answers of its scope), and the n-gram length matched.
 Match = tuple[str, int]
 NO_MATCH: Match = ("own", 0)
+# A match going back this many tokens or more is learnt apart from shorter ones (its key's
+# length is LONG_MATCH): the answer is copying (or, from the pool, repeating an earlier
+# answer) and drafts are right for long stretches.
+LONG_MATCH = 32
 # A long match means the answer is copying: its drafts are trusted from the start.
 PRIORS: dict[Match, float] = {
-    ("own", 12): 0.95, ("own", 6): 0.8, ("own", 3): 0.5, ("own", 2): 0.3,
-    ("pool", 12): 0.9, ("pool", 6): 0.6,
+    ("own", LONG_MATCH): 0.97, ("own", 12): 0.95, ("own", 6): 0.8, ("own", 3): 0.5,
+    ("own", 2): 0.3, ("pool", LONG_MATCH): 0.98, ("pool", 12): 0.9, ("pool", 6): 0.6,
 }  # fmt: skip
 PRIOR_WEIGHT = 2.0
 DECAY = 0.95  # weight of the past in a sequence's acceptance rate, per drafted token seen
 MIN_GAIN = 1.02  # a draft must promise this much more tokens per second to be verified
+
+
+def trust_key(source: str, n: int, length: int) -> Match:
+    """The key a draft's acceptance is learnt under: its source and the n-gram length
+    matched, or `LONG_MATCH` when the match goes back that far."""
+    return (source, LONG_MATCH if length >= LONG_MATCH else n)
 
 
 class NgramIndex:
@@ -167,15 +177,16 @@ class Speculator:
         own lookup's, or its scope's pool's where that matches further back (or as far
         back, with drafts kept more often)."""
         draft, n, length = own.lookup(limit)
+        key = trust_key("own", n, length)
         pool = self.pools.get(scope)
         if pool is None:
-            return draft, ("own", n)
+            return draft, key
         pooled, pool_n, pool_length = pool.draft(own.tokens, limit)
-        if pooled and (pool_length, acceptance[("pool", pool_n)].rate) > (
-            length, acceptance[("own", n)].rate if draft else 0.0
-        ):
-            return pooled, ("pool", pool_n)
-        return draft, ("own", n)
+        pool_key = trust_key("pool", pool_n, pool_length)
+        mine = (length, acceptance[key].rate if draft else 0.0)
+        if pooled and (pool_length, acceptance[pool_key].rate) > mine:
+            return pooled, pool_key
+        return draft, key
 
     def remember(self, scope: str, prompt: Sequence[int], answer: Sequence[int]) -> None:
         """Keep a finished answer for later requests of `scope` to draft from."""
