@@ -12,10 +12,11 @@ tell a tenant whether another one had been given the same text, so a scope never
 from another scope's answers.
 
 Memory: each scope keeps at most `SCOPE_TOKENS` tokens in two generations; when the newer
-one reaches half of that, the older one is dropped. Each token costs about 4 bytes in an
-array and one index entry (about 100 bytes: the n-gram's hash, the position, the dict slot)
-per n-gram size in `POOL_SIZES`, so a full scope takes about 6.5 MB; `SCOPES` scopes at
-most, the least recently used dropped first: about 55 MB in all (measured: `pool_bytes`).
+one reaches half of that, the older one is dropped. Each token costs 4 bytes in an array
+and one index entry (the n-gram's hash, the position, the dict slot) per n-gram size in
+`POOL_SIZES`: measured with tracemalloc, 188 bytes a token when every n-gram differs, so
+a full scope takes about 6 MB, and `SCOPES` scopes at most (the least recently used dropped
+first) about 50 MB in all (tests/unit/test_speculation.py holds a full scope under 8 MB).
 """
 
 from __future__ import annotations
