@@ -9,13 +9,24 @@ distribution is known, for the statistical test.
 import asyncio
 import collections
 import math
+import random
+import tracemalloc
 
 import pytest
 
 from inkstand.backends.fake import EOG, FakeBackend
 from inkstand.engine import EngineConfig, GenerationRequest, SamplingParams, TokenEvent
-from inkstand.engine.engine import speculator
-from inkstand.engine.speculation import Acceptance, Candidate, NgramIndex, Speculator
+from inkstand.engine.engine import Engine, speculator
+from inkstand.engine.observer import NullObserver
+from inkstand.engine.pool import SCOPE_TOKENS, NgramPool, ScopedPools
+from inkstand.engine.speculation import (
+    LONG_MATCH,
+    Acceptance,
+    Candidate,
+    NgramIndex,
+    Speculator,
+    trust_key,
+)
 from inkstand.engine.stepcost import StepCost, attended, ubatches_of
 
 from .events import collect, finishes, text_of
@@ -84,7 +95,11 @@ def test_acceptance_moves_towards_recent_outcomes():
 
 
 def test_a_long_match_is_trusted_more_than_a_short_one():
-    assert Acceptance.prior(12).rate > Acceptance.prior(6).rate > Acceptance.prior(2).rate
+    prior = Acceptance.prior
+    assert prior(("own", 12)).rate > prior(("own", 6)).rate > prior(("own", 2)).rate
+    assert prior(("pool", 12)).rate > prior(("pool", 6)).rate
+    assert trust_key("own", 12, LONG_MATCH + 5) == ("own", LONG_MATCH)  # matched far back
+    assert prior(("own", LONG_MATCH)).rate > prior(("own", 12)).rate
 
 
 # -- the planner -----------------------------------------------------------------------------
@@ -248,3 +263,88 @@ async def test_sampling_with_speculation_keeps_the_models_distribution(make_engi
     # 6 degrees of freedom (3 rows of 3 outcomes); p = 0.001 lies at 22.46.
     assert statistic < 22.46, (statistic, pairs)
     assert math.isfinite(statistic)
+
+
+# -- earlier answers, per scope -----------------------------------------------------------------
+
+REPLY = "Zebras quietly munch vivid yellow kumquats near Oslo."  # nothing in DOCUMENT
+
+
+class Drafts(NullObserver):
+    """Counts the drafted tokens verified and those kept."""
+
+    def __init__(self) -> None:
+        self.drafted = self.kept = 0
+
+    def speculated(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.kept += accepted
+
+
+def test_pool_drafts_what_followed_in_an_earlier_answer():
+    pool = NgramPool(capacity=1000, sizes=(3,))
+    pool.add([1, 2, 3, 4, 5, 6, 7])
+    assert pool.draft([9, 9, 2, 3, 4], 2) == ((5, 6), 3, 3)
+    assert pool.draft([9, 3, 4, 8], 2) == ((), 0, 0)
+
+
+def test_pool_drafts_a_looping_answer_from_its_first_turn_and_newer_answers_first():
+    pool = NgramPool(capacity=1000, sizes=(2,))
+    pool.add([1, 2, 3, 1, 2, 3, 1, 2, 3])
+    assert pool.draft([1, 2], 5) == ((3, 1, 2, 3, 1), 2, 2)  # not just the last (3,)
+    pool.add([1, 2, 7])
+    assert pool.draft([1, 2], 5) == ((7,), 2, 2)
+
+
+def test_pools_keep_their_scopes_apart_and_drop_the_least_recent():
+    pools = ScopedPools(scopes=2, capacity=1000)
+    pools.add("a", [1, 2, 3], list(range(10, 30)))
+    pools.add("b", [1, 2, 3], [40, 41])
+    assert pools.get("b").draft([10, 11, 12, 13, 14, 15], 2) == ((), 0, 0)
+    assert pools.get("a").draft([10, 11, 12, 13, 14, 15], 2)[0] == (16, 17)
+    pools.add("c", [], [50])  # "b" was used least recently ("a" was just looked up)
+    assert pools.get("b") is None and pools.get("a") is not None
+
+
+def test_pool_memory_stays_within_its_capacity():
+    pool = NgramPool(capacity=100, sizes=(6, 3))
+    for start in range(0, 2000, 30):
+        pool.add(list(range(start, start + 30)))
+        assert len(pool) <= 100
+        assert len(pool.newer.after) + len(pool.older.after) <= 2 * 100
+    pool.add(list(range(500)))  # longer than half the capacity: its end is kept
+    assert len(pool) <= 100 and pool.draft([495, 496, 497], 5)[0] == (498, 499)
+
+
+def test_pool_bytes_per_full_scope_are_as_documented():
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    pool = NgramPool()
+    randoms = random.Random(0)
+    while len(pool) < SCOPE_TOKENS - 2000:
+        pool.add([randoms.randrange(49152) for _ in range(1000)])
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert used < 8_000_000  # pool.py: about 6.5 MB a full scope
+
+
+async def test_a_repeated_request_drafts_from_the_pool_of_its_own_scope_only():
+    backend = FakeBackend(REPLY, n_seq_max=1, n_ctx=2048)
+    drafts = Drafts()
+    engine = Engine(
+        backend, config=EngineConfig(speculate="auto"), observer=drafts, cost=CHEAP_DRAFTS
+    )
+    engine.start()
+    try:
+        seen = []
+        for scope in ("a", "b", "a"):
+            drafts.drafted = drafts.kept = 0
+            events = await collect(engine, request(cache_scope=scope))
+            assert text_of(events) == REPLY
+            seen.append((drafts.drafted, drafts.kept))
+    finally:
+        engine.close()
+    first, other_scope, again = seen
+    assert other_scope == first  # scope "b" drafted exactly what a fresh engine would
+    assert again[1] >= len(REPLY) - 12  # scope "a" drafted its earlier answer
+    assert again[1] > 3 * first[1]

@@ -26,11 +26,12 @@ import time
 from collections.abc import Mapping, Sequence
 
 from inkstand.backends.base import Backend, BatchEntry, SamplingParams
+from inkstand.engine.speculation import Match
 from inkstand.errors import EngineError
 
 log = logging.getLogger("inkstand.engine")
 
-MODEL_DRAFT = 0  # the acceptance key of a draft model's drafts (n-gram lengths are 2 and more)
+MODEL_DRAFT: Match = ("model", 0)  # the acceptance key of a draft model's drafts
 GREEDY = SamplingParams(temperature=0.0)
 SMOOTHING = 0.2  # weight of the latest measurement in `step_seconds`
 

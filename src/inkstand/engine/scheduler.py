@@ -44,8 +44,10 @@ from inkstand.engine.observer import EngineObserver, NullObserver
 from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
 from inkstand.engine.speculation import (
+    NO_MATCH,
     Acceptances,
     Candidate,
+    Match,
     NgramIndex,
     Speculator,
     forced_length,
@@ -132,7 +134,7 @@ class Sequence:
     lookup: NgramIndex | None = None
     acceptance: Acceptances = field(default_factory=Acceptances)  # by n-gram length
     draft: tuple[int, ...] = ()
-    match: int = 0  # the n-gram length `draft` (or `guess`) was found by; MODEL_DRAFT: drafter
+    match: Match = NO_MATCH  # where `draft` (or `guess`) was found; MODEL_DRAFT: drafter
     guess: int | None = None  # the first drafted token when the planner verified none
 
     @property
@@ -469,7 +471,8 @@ class Scheduler:
         else as many tokens as it may from the draft model."""
         assert self.speculator is not None
         mode = self.speculator.mode
-        candidates, lookups = [], {}
+        candidates: list[Candidate] = []
+        lookups: dict[int, tuple[int, ...]] = {}
         for seq in generating:
             limit = min(
                 self.speculator.max_tokens,
@@ -479,7 +482,11 @@ class Scheduler:
             )
             if seq.lookup is None or limit <= 0:
                 continue
-            draft, seq.match = seq.lookup.draft(limit) if mode != "draft" else ((), 0)
+            draft: tuple[int, ...] = ()
+            seq.match = NO_MATCH
+            if mode != "draft":
+                scope = seq.job.request.cache_scope
+                draft, seq.match = self.speculator.draft(seq.lookup, seq.acceptance, scope, limit)
             if draft:
                 lookups[seq.slot] = draft
                 rate = seq.acceptance[seq.match].rate
@@ -622,6 +629,9 @@ class Scheduler:
         if rest:
             seq.job.emit(TokenEvent(rest, None, seq.index))
         self._release(seq)  # before the Finish, so a follow-up request finds the slot free
+        if self.speculator is not None and seq.lookup is not None:
+            answer = seq.lookup.tokens[len(seq.prompt) :]
+            self.speculator.remember(seq.job.request.cache_scope, seq.prompt, answer)
         seq.job.emit(Finish(reason, len(seq.prompt), seq.generated, seq.cached, seq.index))
         held = len(self.cache.tokens[seq.slot])
         if ahead and seq.job.request.n == 1 and held + len(ahead) <= self.n_ctx:

@@ -25,6 +25,11 @@ valuable first, while they raise the expected tokens per second of the step: a s
 drafts are rejected stops drafting, and a batch already wide enough to keep the kernels busy
 (many clients) gets few or no drafts, since there an extra token costs nearly a full token's
 time. The step's cost is learnt as the engine runs (stepcost.py).
+
+Earlier answers (pool.py): the engine also keeps the answers it finished, per cache scope,
+and a sequence drafts from them where they match its last tokens further back than its own
+prompt and output do (a request asked again writes what the earlier one wrote). Their drafts
+are trusted on their own (`Match` "pool"), so a pool that guesses wrong stops being asked.
 """
 
 from __future__ import annotations
@@ -32,21 +37,39 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from inkstand.engine.pool import ScopedPools, matched_length
 from inkstand.engine.stepcost import StepCost
 
 SpeculateMode = Literal["auto", "off", "ngram", "draft"]
 # n-gram lengths looked up, the longest that matches first: a long match means the answer is
 # copying, and its drafts are then right for long stretches; a short one guesses.
 NGRAM_SIZES = (12, 6, 3, 2)
+# Where a draft came from, the key its acceptance is learnt under: "own" (the sequence's
+# prompt and output) or "pool" (earlier answers of its scope), and the n-gram length matched.
+Match = tuple[str, int]
+NO_MATCH: Match = ("own", 0)
+# A match going back this many tokens or more is learnt apart from shorter ones (its key's
+# length is LONG_MATCH): the answer is copying (or, from the pool, repeating an earlier
+# answer) and drafts are right for long stretches.
+LONG_MATCH = 32
 # A long match means the answer is copying: its drafts are trusted from the start.
-PRIORS = {12: 0.95, 6: 0.8, 3: 0.5, 2: 0.3}
+PRIORS: dict[Match, float] = {
+    ("own", LONG_MATCH): 0.97, ("own", 12): 0.95, ("own", 6): 0.8, ("own", 3): 0.5,
+    ("own", 2): 0.3, ("pool", LONG_MATCH): 0.98, ("pool", 12): 0.9, ("pool", 6): 0.6,
+}  # fmt: skip
 PRIOR_WEIGHT = 2.0
 DECAY = 0.95  # weight of the past in a sequence's acceptance rate, per drafted token seen
 MIN_GAIN = 1.02  # a draft must promise this much more tokens per second to be verified
 FORCED_VALUE = 0.5  # `speculate = "draft"`: a drafted token's least chance of being kept
+
+
+def trust_key(source: str, n: int, length: int) -> Match:
+    """The key a draft's acceptance is learnt under: its source and the n-gram length
+    matched, or `LONG_MATCH` when the match goes back that far."""
+    return (source, LONG_MATCH if length >= LONG_MATCH else n)
 
 
 class NgramIndex:
@@ -74,6 +97,11 @@ class NgramIndex:
 
         A draft that reaches the end of the history goes on copying its own beginning, as
         a repeating answer would (a loop of period p drafts p tokens again and again)."""
+        draft, n, _ = self.lookup(limit)
+        return draft, n
+
+    def lookup(self, limit: int) -> tuple[tuple[int, ...], int, int]:
+        """`draft`, with how far back the match goes (pool.matched_length)."""
         history = self.tokens
         for n in self.sizes:
             if len(history) <= n:
@@ -84,8 +112,8 @@ class NgramIndex:
                 period = len(history) - start
                 while len(draft) < limit:
                     draft.append(draft[len(draft) - period])
-                return tuple(draft), n
-        return (), 0
+                return tuple(draft), n, matched_length(history, start, history)
+        return (), 0, 0
 
 
 @dataclass
@@ -99,10 +127,10 @@ class Acceptance:
     rejected: float = 1.0
 
     @classmethod
-    def prior(cls, n: int) -> Acceptance:
+    def prior(cls, match: Match) -> Acceptance:
         """What a draft from an n-gram match is trusted before any is verified (`PRIORS`),
         held as two tokens' worth of evidence: the first verifications outweigh it."""
-        rate = PRIORS.get(n, 0.5)
+        rate = PRIORS.get(match, 0.5)
         return cls(accepted=PRIOR_WEIGHT * rate, rejected=PRIOR_WEIGHT * (1 - rate))
 
     @property
@@ -117,12 +145,13 @@ class Acceptance:
         self.rejected = fade * self.rejected + rejected
 
 
-class Acceptances(dict[int, Acceptance]):
-    """A sequence's acceptance per n-gram length of the match its drafts came from."""
+class Acceptances(dict[Match, Acceptance]):
+    """A sequence's acceptance per source and n-gram length of the match its drafts came
+    from."""
 
-    def __missing__(self, n: int) -> Acceptance:
-        self[n] = Acceptance.prior(n)
-        return self[n]
+    def __missing__(self, match: Match) -> Acceptance:
+        self[match] = Acceptance.prior(match)
+        return self[match]
 
 
 @dataclass
@@ -145,6 +174,28 @@ class Speculator:
     cost: StepCost
     max_tokens: int = 8  # `spec_max_tokens`: drafted tokens per sequence and step
     mode: SpeculateMode = "auto"  # see EngineConfig.speculate
+    pools: ScopedPools = field(default_factory=ScopedPools)  # earlier answers, per scope
+
+    def draft(self, own: NgramIndex, acceptance: Acceptances, scope: str, limit: int
+              ) -> tuple[tuple[int, ...], Match]:  # fmt: skip
+        """Up to `limit` tokens a sequence could draft, and the match they came from: its
+        own lookup's, or its scope's pool's where that matches further back (or as far
+        back, with drafts kept more often)."""
+        draft, n, length = own.lookup(limit)
+        key = trust_key("own", n, length)
+        pool = self.pools.get(scope)
+        if pool is None:
+            return draft, key
+        pooled, pool_n, pool_length = pool.draft(own.tokens, limit)
+        pool_key = trust_key("pool", pool_n, pool_length)
+        mine = (length, acceptance[key].rate if draft else 0.0)
+        if pooled and (pool_length, acceptance[pool_key].rate) > mine:
+            return pooled, pool_key
+        return draft, key
+
+    def remember(self, scope: str, prompt: Sequence[int], answer: Sequence[int]) -> None:
+        """Keep a finished answer for later requests of `scope` to draft from."""
+        self.pools.add(scope, prompt, answer)
 
     def plan(self, candidates: list[Candidate], prompts: list[int], prompt_attended: float
              ) -> dict[int, int]:  # fmt: skip
