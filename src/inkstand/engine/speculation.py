@@ -210,7 +210,8 @@ class Speculator:
         drafts at all by `MIN_GAIN`. The scan goes past a first loss (a step's second token
         costs more than its third, a sequence's first drafted token adds a ubatch) and stops
         once a token's value over its own cost is below the best speed: every later one is
-        worth less for about the same cost.
+        worth less for about the same cost (unless a step of `BULK_TOKENS` lies ahead, where
+        ggml's faster products make every token cheaper: stepcost.py).
         """
         if not candidates:
             return {}
@@ -219,7 +220,11 @@ class Speculator:
         taken: list[int] = []
         best_len = 0
         for value, key, position in self._ranked(candidates):
-            if taken and value / self.cost.marginal(position) < best:
+            if (
+                taken
+                and value / self.cost.marginal(position) < best
+                and not self.cost.cheaper_ahead(batch.tokens)
+            ):
                 break
             batch.add(key, value, position)
             taken.append(key)
