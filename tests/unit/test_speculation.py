@@ -22,7 +22,9 @@ from inkstand.engine.pool import SCOPE_TOKENS, NgramPool, ScopedPools
 from inkstand.engine.speculation import (
     LONG_MATCH,
     Acceptance,
+    Acceptances,
     Candidate,
+    EngineAcceptance,
     NgramIndex,
     Speculator,
     trust_key,
@@ -95,11 +97,22 @@ def test_acceptance_moves_towards_recent_outcomes():
 
 
 def test_a_long_match_is_trusted_more_than_a_short_one():
-    prior = Acceptance.prior
+    prior = Acceptances().__getitem__  # a sequence's, without an engine: from PRIORS
     assert prior(("own", 12)).rate > prior(("own", 6)).rate > prior(("own", 2)).rate
     assert prior(("pool", 12)).rate > prior(("pool", 6)).rate
     assert trust_key("own", 12, LONG_MATCH + 5) == ("own", LONG_MATCH)  # matched far back
     assert prior(("own", LONG_MATCH)).rate > prior(("own", 12)).rate
+
+
+def test_a_new_sequence_starts_from_what_the_engine_saw():
+    engine = EngineAcceptance()
+    first = Acceptances(engine)
+    trusted = first[("pool", LONG_MATCH)].rate
+    for _ in range(40):  # pool drafts keep failing half way
+        first.record(("pool", LONG_MATCH), 8, 2)
+    later = Acceptances(engine)
+    assert later[("pool", LONG_MATCH)].rate < 0.8 < trusted
+    assert later[("own", 12)].rate == first[("own", 12)].rate  # other matches untouched
 
 
 # -- the planner -----------------------------------------------------------------------------

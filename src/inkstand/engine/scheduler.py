@@ -45,6 +45,7 @@ from inkstand.engine.outbox import Outbox
 from inkstand.engine.prefix import SlotCache
 from inkstand.engine.speculation import (
     NO_MATCH,
+    WIDE_BATCH,
     Acceptances,
     Candidate,
     Match,
@@ -132,7 +133,7 @@ class Sequence:
     # Speculation: the prompt and output looked up for drafts (built at the first token),
     # how often this sequence's drafts were kept, and the draft verified in this step.
     lookup: NgramIndex | None = None
-    acceptance: Acceptances = field(default_factory=Acceptances)  # by n-gram length
+    acceptance: Acceptances = field(default_factory=Acceptances)  # by source and match
     draft: tuple[int, ...] = ()
     match: Match = NO_MATCH  # where `draft` (or `guess`) was found; MODEL_DRAFT: drafter
     guess: int | None = None  # the first drafted token when the planner verified none
@@ -337,6 +338,8 @@ class Scheduler:
         # A sibling's KV arrives whole when the first choice forks: its slot keeps nothing.
         self.cache.use(slot, reuse if index == 0 else 0, job.request.cache_scope)
         seq = Sequence(job, index, slot, fed=reuse, cached=reuse)
+        if self.speculator is not None:
+            seq.acceptance = Acceptances(self.speculator.acceptance.of(job.request.cache_scope))
         seq.assembler = TextAssembler(job.request.stop)
         self.active[slot] = seq
         return seq
@@ -444,7 +447,7 @@ class Scheduler:
         or where lookup finds none, one from the draft model if there is one (drafter.py)."""
         for seq in generating:
             seq.draft = ()
-        if self.speculator is None or not generating:
+        if self.speculator is None or not generating or len(generating) >= WIDE_BATCH:
             return
         room = self.backend.n_batch - sum(len(e.tokens) for e in prompts) - len(generating)
         candidates, lookups = self._candidates(generating, room)
@@ -557,7 +560,7 @@ class Scheduler:
         if draft:
             self._settle_draft(seq, start, len(draft), min(row + 1, len(draft)), kept)
         elif seq.guess is not None:  # not verified, but was it right? (so drafting can resume)
-            seq.acceptance[seq.match].record(1, int(token == seq.guess))
+            seq.acceptance.record(seq.match, 1, int(token == seq.guess))
             seq.guess = None
 
     def _settle_draft(
@@ -573,7 +576,7 @@ class Scheduler:
         if in_kv < start + 1 + drafted:
             self.backend.truncate(seq.slot, in_kv)
             del self.cache.tokens[seq.slot][in_kv:]
-        seq.acceptance[seq.match].record(examined, kept)  # those after an answer's end: unseen
+        seq.acceptance.record(seq.match, examined, kept)  # those after an answer's end: unseen
         self.observer.speculated(drafted, kept)
 
     def _emit(self, seq: Sequence, token: int, logits_index: int, now: float) -> bool:

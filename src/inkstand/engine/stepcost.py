@@ -45,6 +45,9 @@ CALIBRATION = (
 )  # fmt: skip
 CALIBRATION_ROUNDS = 2
 BULK_TOKENS = 64  # steps of this many tokens or more take ggml's faster matrix products
+# The most the step down saves (measured: 20 %): a fit from few steps can make it absurd,
+# pricing a 64-token step at nothing.
+BULK_LIMIT = 0.3
 WEIGHTS = 5
 NON_NEGATIVE = 4  # the first four weights; `bulk` is a step down, below zero
 
@@ -111,8 +114,10 @@ class StepCost:
         the planner asks this once per drafted token it weighs."""
         per_ubatch, wide, per_token, per_attended, bulk = self.weights
         predicted = per_ubatch * ubatches + (wide if tokens > 1 else 0.0) + per_token * tokens
-        predicted += bulk if tokens >= BULK_TOKENS else 0.0
-        return max(predicted + per_attended * attended / 1000.0, 1e-6 * tokens)
+        predicted += per_attended * attended / 1000.0
+        if tokens >= BULK_TOKENS:  # a step down, never more than BULK_LIMIT of the step
+            predicted = max(predicted + bulk, (1 - BULK_LIMIT) * predicted)
+        return max(predicted, 1e-6 * tokens)
 
     def marginal(self, position: int) -> float:
         """What one token more at `position` adds to a step already over one token, in the
