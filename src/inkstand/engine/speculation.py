@@ -23,8 +23,10 @@ i-th drafted token of a sequence is worth `rate ** i` expected tokens. A step co
 `StepCost` predicts for its tokens and the context they attend over. Drafted tokens are added, most
 valuable first, while they raise the expected tokens per second of the step: a sequence whose
 drafts are rejected stops drafting, and a batch already wide enough to keep the kernels busy
-(many clients) gets few or no drafts, since there an extra token costs nearly a full token's
-time. The step's cost is learnt as the engine runs (stepcost.py).
+(many clients: `WIDE_BATCH` sequences or more) gets no drafts, since there an extra token
+costs nearly a full token's time. The step's cost is learnt as the engine runs (stepcost.py).
+A sequence's rates start from what its cache scope's earlier sequences saw
+(`EngineAcceptance`).
 
 Earlier answers (pool.py): the engine also keeps the answers it finished, per cache scope,
 and a sequence drafts from them where they match its last tokens further back than its own
