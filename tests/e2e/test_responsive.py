@@ -70,7 +70,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 @pytest.fixture(scope="module")
 def paced_server(tmp_path_factory) -> Server:
-    flags = ("--slots", "2", "--ctx-size", "1024", "--threads", "1")
+    # Speculation off: the gaps measured are one token's each, and the streamed answer (the
+    # same each run) must outlast the attacks, not come from the answer pool in bursts.
+    flags = ("--slots", "2", "--ctx-size", "1024", "--threads", "1", "--speculate", "off")
     with running_server(tmp_path_factory.mktemp("responsive"), *flags, key=KEY) as server:
         yield server
 
