@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import array
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 POOL_SIZES = (12, 6)  # n-grams looked up in the pool, the longest first; short ones guess
 SCOPE_TOKENS = 32_768  # most tokens one scope keeps
@@ -107,26 +110,37 @@ class NgramPool:
         return (), 0, 0
 
 
-class ScopedPools:
+class Scoped(Generic[T]):
+    """One `T` per cache scope, made by `factory` on first use; past `limit` scopes the least
+    recently used is dropped (the answer pools here, a scope's acceptance in speculation.py)."""
+
+    def __init__(self, factory: Callable[[], T], limit: int) -> None:
+        self.factory = factory
+        self.limit = limit
+        self._items: collections.OrderedDict[str, T] = collections.OrderedDict()
+
+    def of(self, scope: str) -> T:
+        """The scope's `T`, made if it has none."""
+        item = self.get(scope)
+        if item is None:
+            item = self._items[scope] = self.factory()
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+        return item
+
+    def get(self, scope: str) -> T | None:
+        item = self._items.get(scope)
+        if item is not None:
+            self._items.move_to_end(scope)
+        return item
+
+
+class ScopedPools(Scoped[NgramPool]):
     """A pool per cache scope, the least recently used dropped past `scopes`."""
 
     def __init__(self, scopes: int = SCOPES, capacity: int = SCOPE_TOKENS) -> None:
-        self.scopes = scopes
-        self.capacity = capacity
-        self._pools: collections.OrderedDict[str, NgramPool] = collections.OrderedDict()
+        super().__init__(lambda: NgramPool(capacity), scopes)
 
     def add(self, scope: str, prompt: Sequence[int], answer: Sequence[int]) -> None:
         """Keep a finished answer for later requests of `scope`."""
-        pool = self._pools.pop(scope, None)
-        if pool is None:
-            pool = NgramPool(self.capacity)
-        self._pools[scope] = pool
-        while len(self._pools) > self.scopes:
-            self._pools.popitem(last=False)
-        pool.add([*prompt[-TAIL:], *answer])
-
-    def get(self, scope: str) -> NgramPool | None:
-        pool = self._pools.get(scope)
-        if pool is not None:
-            self._pools.move_to_end(scope)
-        return pool
+        self.of(scope).add([*prompt[-TAIL:], *answer])

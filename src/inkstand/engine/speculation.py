@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from inkstand.engine.pool import ScopedPools, matched_length
+from inkstand.engine.pool import Scoped, ScopedPools, matched_length
 from inkstand.engine.stepcost import StepCost
 
 SpeculateMode = Literal["auto", "off", "ngram", "draft"]
@@ -100,17 +100,13 @@ class NgramIndex:
                     after[tuple(history[end - n : end])] = end
             history.append(token)
 
-    def draft(self, limit: int) -> tuple[tuple[int, ...], int]:
+    def lookup(self, limit: int) -> tuple[tuple[int, ...], int, int]:
         """`limit` tokens that followed the latest earlier occurrence of the longest n-gram
-        the history ends with, and that n-gram's length; ((), 0) when none occurred before.
+        the history ends with, that n-gram's length and how far back the match goes
+        (pool.matched_length); ((), 0, 0) when none occurred before.
 
         A draft that reaches the end of the history goes on copying its own beginning, as
         a repeating answer would (a loop of period p drafts p tokens again and again)."""
-        draft, n, _ = self.lookup(limit)
-        return draft, n
-
-    def lookup(self, limit: int) -> tuple[tuple[int, ...], int, int]:
-        """`draft`, with how far back the match goes (pool.matched_length)."""
         history = self.tokens
         for n in self.sizes:
             if len(history) <= n:
@@ -187,18 +183,6 @@ class EngineAcceptance(dict[Match, Acceptance]):
         return self[match]
 
 
-class ScopedAcceptance(collections.OrderedDict[str, EngineAcceptance]):
-    """An `EngineAcceptance` per cache scope, the `SCOPES_KEPT` most recently used."""
-
-    def of(self, scope: str) -> EngineAcceptance:
-        if scope not in self:
-            self[scope] = EngineAcceptance()
-            if len(self) > SCOPES_KEPT:
-                self.popitem(last=False)
-        self.move_to_end(scope)
-        return self[scope]
-
-
 @dataclass
 class Candidate:
     """One generating sequence this step: how much it could draft and how often it is right."""
@@ -220,7 +204,9 @@ class Speculator:
     max_tokens: int = 8  # `spec_max_tokens`: drafted tokens per sequence and step
     mode: SpeculateMode = "auto"  # see EngineConfig.speculate
     pools: ScopedPools = field(default_factory=ScopedPools)  # earlier answers, per scope
-    acceptance: ScopedAcceptance = field(default_factory=ScopedAcceptance)  # per scope
+    acceptance: Scoped[EngineAcceptance] = field(  # per scope, the most recent SCOPES_KEPT
+        default_factory=lambda: Scoped(EngineAcceptance, SCOPES_KEPT)
+    )
 
     def draft(self, own: NgramIndex, acceptance: Acceptances, scope: str, limit: int
               ) -> tuple[tuple[int, ...], Match]:  # fmt: skip
