@@ -305,31 +305,21 @@ async def spec_counters(client, target: Target) -> tuple[float, float]:
 
 def summarise_single(samples: list[dict]) -> dict:
     """Per kind and server: the rate ratio to each peer per round (tokens over decode time
-    summed over the kind's prompts), as median and min-max over the rounds."""
+    summed over the kind's prompts), as median and min-max over the rounds after the first;
+    and under `first_asked` the same for round 0, where every server sees each request for
+    the first time (no earlier answer to draft from: what a workload of new documents
+    gets), its spread over the prompts."""
     timed = [s for s in samples if s["round"] > 0 and s["rate"]]
+    first = [s for s in samples if s["round"] == 0 and s["rate"]]
     out: dict = {}
     for kind in sorted({s["kind"] for s in timed}):
-        rounds = sorted({s["round"] for s in timed})
-        servers = sorted({s["server"] for s in timed if s["kind"] == kind})
-        rates = {
-            server: [
-                pooled_rate(
-                    [s for s in timed if (s["kind"], s["server"], s["round"]) == (kind, server, r)]
-                )
-                for r in rounds
-            ]  # fmt: skip
-            for server in servers
-        }
+        rates = rates_by(timed, kind, "round")
         mine = [s for s in timed if s["kind"] == kind and s["server"] == "inkstand"]
         drafted = sum(s.get("drafted", 0) for s in mine)
         accepted = sum(s.get("accepted", 0) for s in mine)
         out[kind] = {
             "rate_median": {n: statistics.median(v) for n, v in rates.items()},
-            "inkstand_over": {
-                peer: ratio_spread(rates["inkstand"], rates[peer])
-                for peer in servers
-                if peer != "inkstand"
-            },
+            "inkstand_over": over_peers(rates),
             "draft_model_over_md": (
                 ratio_spread(rates["inkstand-draft"], rates["llama-server-md"])
                 if {"inkstand-draft", "llama-server-md"} <= rates.keys()
@@ -338,8 +328,46 @@ def summarise_single(samples: list[dict]) -> dict:
             "acceptance": accepted / drafted if drafted else None,
             "drafted_per_token": drafted / sum(s["tokens"] for s in mine) if mine else None,
             "per_prompt": per_prompt(timed, kind),
+            "first_asked": first_asked(first, kind),
         }
     return out
+
+
+def rates_by(timed: list[dict], kind: str, group: str) -> dict[str, list[float]]:
+    """Each server's pooled rate per value of `group` ("round" or "prompt")."""
+    groups = sorted({s[group] for s in timed if s["kind"] == kind})
+    servers = sorted({s["server"] for s in timed if s["kind"] == kind})
+    return {
+        server: [
+            pooled_rate(
+                [s for s in timed if (s["kind"], s["server"], s[group]) == (kind, server, g)]
+            )
+            for g in groups
+        ]  # fmt: skip
+        for server in servers
+    }
+
+
+def over_peers(rates: dict[str, list[float]]) -> dict:
+    return {peer: ratio_spread(rates["inkstand"], rates[peer]) for peer in rates
+            if peer != "inkstand"}  # fmt: skip
+
+
+def first_asked(first: list[dict], kind: str) -> dict | None:
+    """Round 0 alone: each server's rate over all prompts, and Inkstand's ratio to each peer
+    (over all prompts, with its range over the prompts one by one)."""
+    these = [s for s in first if s["kind"] == kind]
+    if not these:
+        return None
+    servers = sorted({s["server"] for s in these})
+    pooled = {n: pooled_rate([s for s in these if s["server"] == n]) for n in servers}
+    spread = over_peers(rates_by(these, kind, "prompt"))
+    return {
+        "rate": pooled,
+        "inkstand_over": {
+            peer: spread[peer] | {"all": pooled["inkstand"] / pooled[peer]} for peer in spread
+        },
+    }
 
 
 def identity(samples: list[dict]) -> dict:
@@ -408,6 +436,11 @@ def show_single(single: dict) -> None:
         for prompt, row in summary["per_prompt"].items():
             cells = " ".join(f"{k}={v:.1f}" for k, v in row.items() if isinstance(v, float))
             print(f"    {prompt}: {cells}")
+        if first := summary["first_asked"]:
+            print(f"  asked the first time (round 0), {kind}:")
+            for peer, r in first["inkstand_over"].items():
+                print(f"    inkstand / {peer:<26} {r['all']:.2f}x (prompts {r['min']:.2f}-"
+                      f"{r['max']:.2f})")  # fmt: skip
 
 
 class ManyClients:
