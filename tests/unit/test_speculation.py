@@ -28,7 +28,6 @@ from inkstand.engine.speculation import (
     NgramIndex,
     Speculator,
     trust_key,
-    whole_draft,
 )
 from inkstand.engine.stepcost import StepCost, attended, ubatches_of
 
@@ -150,17 +149,6 @@ def test_planner_reaches_for_the_cheaper_64_token_step_when_drafts_are_right():
     planner = Speculator(bulk_cost(), max_tokens=64)
     sure = Candidate(0, 64, rate=0.995, position=500)
     assert planner.plan([sure], prompts=[], prompt_attended=0) == {0: 63}  # a step of 64
-
-
-def test_a_trusted_long_match_is_drafted_whole_whatever_the_price():
-    assert whole_draft(("own", LONG_MATCH), 0.95) and whole_draft(("pool", LONG_MATCH), 0.9)
-    assert not whole_draft(("own", 12), 0.99)  # a short match: the planner sizes it
-    assert not whole_draft(("pool", LONG_MATCH), 0.6)  # a long match often wrong of late
-    planner = Speculator(COSTLY_DRAFTS, max_tokens=64)
-    copying = Candidate(0, 40, rate=0.95, position=50, whole=True)
-    guessing = Candidate(1, 4, rate=0.8, position=50)
-    assert planner.plan([copying, guessing], prompts=[], prompt_attended=0) == {0: 40}
-    assert planner.plan([guessing], prompts=[], prompt_attended=0) == {}
 
 
 def test_ubatches_count_the_distinct_token_counts_of_the_sequences():

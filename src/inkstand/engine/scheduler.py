@@ -52,7 +52,6 @@ from inkstand.engine.speculation import (
     NgramIndex,
     Speculator,
     forced_length,
-    whole_draft,
 )
 from inkstand.engine.stepcost import CALIBRATION, CALIBRATION_ROUNDS, attended, ubatches_of
 from inkstand.engine.stops import TextAssembler
@@ -494,8 +493,7 @@ class Scheduler:
             if draft:
                 lookups[seq.slot] = draft
                 rate = seq.acceptance[seq.match].rate
-                whole = whole_draft(seq.match, rate)
-                candidates.append(Candidate(seq.slot, len(draft), rate, seq.position, whole=whole))
+                candidates.append(Candidate(seq.slot, len(draft), rate, seq.position))
             elif self.drafter is not None and mode != "ngram":
                 seq.match = MODEL_DRAFT
                 rate = seq.acceptance[MODEL_DRAFT].rate

@@ -73,8 +73,6 @@ MIN_GAIN = 1.1  # a draft must promise this much more tokens per second to be ve
 # ran at 0.77-0.85x of no speculation.
 WIDE_BATCH = 8
 FORCED_VALUE = 0.5  # `speculate = "draft"`: a drafted token's least chance of being kept
-# A draft from a long match trusted this much is verified whole (`Candidate.whole`).
-WHOLE_RATE = 0.9
 
 
 def trust_key(source: str, n: int, length: int) -> Match:
@@ -196,23 +194,6 @@ class Candidate:
     # Seconds one drafting step of a draft model takes (0: a lookup draft, free): drafting d
     # tokens takes d steps, shared by every sequence the draft model drafts for.
     draft_seconds: float = 0.0
-    # Verify all `size` tokens, whatever the step's price (`whole_draft`): the answer is
-    # copying from a long match that has been right.
-    whole: bool = False
-
-
-def whole_draft(match: Match, rate: float) -> bool:
-    """Whether a lookup draft is verified whole rather than sized by the planner: it comes
-    from a match going back `LONG_MATCH` tokens or more, trusted at `WHOLE_RATE` at least.
-
-    Such a draft is right for long stretches, and the planner would take most of it anyway;
-    taking all of it makes the steps of a copied stretch depend only on where the copy
-    starts and ends, not on the rates and prices of the moment. That matters for a request
-    asked again: each step's width picks the CPU kernels, whose rounding can tip a near tie
-    between the two likeliest tokens, so an earlier answer drafted back at other widths can
-    come out different from some token on. Drafted back at the same widths, it comes out the
-    same, is kept whole, and the request runs at the speed of its longest steps."""
-    return match[1] == LONG_MATCH and rate >= WHOLE_RATE
 
 
 @dataclass
@@ -268,16 +249,9 @@ class Speculator:
             return {}
         batch = _Batch(self.cost, candidates, prompts, prompt_attended)
         best = MIN_GAIN * batch.speed()
-        whole = {c.key: c.size for c in candidates if c.whole and c.size}
-        for c in candidates:
-            if c.key in whole:
-                for depth in range(1, c.size + 1):
-                    batch.add(c.key, c.rate**depth, c.position + depth)
-                best = max(best, batch.speed())
         taken: list[int] = []
         best_len = 0
-        planned = [c for c in candidates if c.key not in whole]
-        for value, key, position in self._ranked(planned):
+        for value, key, position in self._ranked(candidates):
             if (
                 taken
                 and value / self.cost.marginal(position) < best
@@ -288,7 +262,7 @@ class Speculator:
             taken.append(key)
             if (speed := batch.speed()) > best:
                 best, best_len = speed, len(taken)
-        return whole | dict(collections.Counter(taken[:best_len]))
+        return dict(collections.Counter(taken[:best_len]))
 
     def _ranked(self, candidates: list[Candidate]) -> Iterator[tuple[float, int, int]]:
         """Every draftable token as (expected value, sequence key, position), most valuable
