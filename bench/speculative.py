@@ -9,7 +9,9 @@ Stages (each can be picked with --stages):
    position, as a verification needs) after contexts of 256, 1,024 and 4,096 tokens, on
    Inkstand's backend in this process, before any server starts; and what that curve
    promises: for a per-token acceptance a, the best k's expected tokens per step over its
-   cost, `max_k (1 - a^(k+1)) / (1 - a) / (T(k+1) / T(1))`.
+   cost, `max_k (1 - a^(k+1)) / (1 - a) / (T(k+1) / T(1))`. And whether a token's logits
+   depend on the width of the step that computed them (`rounding`: one-token steps against
+   one wide step, on 1 thread and on `--threads`).
 2. `single`: one client, greedy, `--max-tokens` per answer, to every server in turn (the
    order rotating each round): the extractive prompts (answers that quote, correct or
    rewrite a supplied ~1,000-token document or code file, `EXTRACTIVE`) and free-form ones
@@ -162,7 +164,67 @@ def cost_stage(model: str, args) -> dict:
             out[str(context)] = {str(k): statistics.median(v) for k, v in times.items()}
     finally:
         backend.close()
-    return {"seconds": out, "promised": promised(out)}
+    return {"seconds": out, "promised": promised(out), "rounding": rounding(model, args)}
+
+
+ROUNDING_TOKENS = 48  # greedy tokens compared, one-token steps against one wide step
+
+
+def rounding(model: str, args) -> dict:
+    """Whether a token's logits depend on the width of the step that computed them: a
+    greedy continuation decoded one token a step, then the same tokens again in one step,
+    on 1 thread and on `--threads`. Reports the largest logit difference and how many
+    positions' argmax differ (what makes speculative greedy output leave the output
+    without speculation)."""
+    from inkstand.backends.llama_cpp import LlamaCppBackend
+
+    out: dict = {}
+    for threads in sorted({1, args.threads}):
+        backend = LlamaCppBackend(model, n_ctx=2048, n_threads=threads)
+        try:
+            prompt = backend.tokenize(correct_prompt(), add_special=False)[:1000]
+            pairs = narrow_and_wide(backend, prompt)
+        finally:
+            backend.close()
+        out[str(threads)] = {
+            "max_logit_difference": max(float(abs(a - b).max()) for a, b in pairs),
+            "argmax_differs": sum(int(a.argmax() != b.argmax()) for a, b in pairs),
+            "positions": ROUNDING_TOKENS,
+        }
+    return out
+
+
+def narrow_and_wide(backend, prompt: list[int]) -> list[tuple]:
+    """Per position of a greedy continuation of `prompt`: its logits from one-token steps
+    and from one step of all `ROUNDING_TOKENS` tokens."""
+    from inkstand.backends.base import BatchEntry
+
+    (index,) = backend.decode([BatchEntry(0, prompt, 0, True)])
+    tokens = [int(logits_of(backend, index).argmax())]
+    narrow = []
+    for i in range(ROUNDING_TOKENS):
+        (index,) = backend.decode([BatchEntry(0, tokens[i : i + 1], len(prompt) + i, True)])
+        narrow.append(logits_of(backend, index))
+        tokens.append(int(narrow[-1].argmax()))
+    backend.truncate(0, len(prompt))
+    step = BatchEntry(0, tokens[:ROUNDING_TOKENS], len(prompt), True, outputs=ROUNDING_TOKENS)
+    (index,) = backend.decode([step])
+    wide = [logits_of(backend, index + i) for i in range(ROUNDING_TOKENS)]
+    return list(zip(narrow, wide, strict=True))
+
+
+def logits_of(backend, index: int):
+    """A copy of a position's logits (the bench reaches into the backend: here it measures
+    llama.cpp, not Inkstand's API)."""
+    import numpy as np
+
+    return np.array(backend._logits(index), dtype=np.float64)
+
+
+def correct_prompt() -> str:
+    """The `correct` request's text (its document and question), without a chat template."""
+    path, ask = EXTRACTIVE["correct"]
+    return f"{document(path)}\n\n{ask}"
 
 
 def promised(curve: dict) -> dict:
@@ -179,6 +241,12 @@ def promised(curve: dict) -> dict:
 
 
 def show_cost(cost: dict) -> None:
+    print("\n## one-token steps against the same tokens in one wide step (logits)")
+    for threads, r in cost["rounding"].items():
+        print(
+            f"  {threads} thread(s): largest difference {r['max_logit_difference']:.3g}, "
+            f"argmax differs at {r['argmax_differs']} of {r['positions']} positions"
+        )
     print("\n## cost of one step of k+1 tokens, relative to one token (ms at k=0)")
     for context, times in cost["seconds"].items():
         one = times["0"]
