@@ -214,7 +214,7 @@ def inkstand_spec(args, port: int, data_dir: Path, baseline: Baseline | None = N
     """The working tree's `inkstand serve`, or with `baseline` the same at that revision."""
     key = secrets.token_urlsafe(24)
     serve = [
-        "serve", "--port", str(port), "--data-dir", str(data_dir), "--api-key", key,
+        "serve", "--port", str(port), "--data-dir", str(data_dir), f"--api-key={key}",
         "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
         "--slots", str(args.slots),
     ]  # fmt: skip

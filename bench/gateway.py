@@ -204,7 +204,9 @@ def main() -> int:
         on_key = make_key(tmp / "on", "--rpm", "100000", "--tpm", "100000000")
         limited = make_key(tmp / "on", "--rpm", "1")
         on = stack.enter_context(serve(tmp, "on", args))
-        off = stack.enter_context(serve(tmp, "off", args, "--gateway", "off", "--api-key", off_key))
+        off = stack.enter_context(
+            serve(tmp, "off", args, "--gateway", "off", f"--api-key={off_key}")
+        )
         samples = streaming(args, {"on": (on, on_key), "off": (off, off_key)})
         port = int(on.base_url.rsplit(":", 1)[1])
         headers = {"Authorization": f"Bearer {limited}"}

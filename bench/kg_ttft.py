@@ -66,7 +66,7 @@ def main() -> int:
         keys = {variant: secrets.token_urlsafe(24) for variant in VARIANTS}
         cmd = [INKSTAND, "serve", "--port", str(port), "--data-dir", str(data_dir)]
         for key in keys.values():
-            cmd += ["--api-key", key]
+            cmd += [f"--api-key={key}"]
         log = Path(tmp) / "inkstand.log"
         with serving("inkstand", cmd, port, ready_path="/health", log=log) as server:
             headers = {v: {"Authorization": f"Bearer {key}"} for v, key in keys.items()}

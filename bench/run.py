@@ -145,7 +145,7 @@ def serve_inkstand(args, tmp: Path, key: str):
         str(Path(sys.executable).with_name("inkstand")), "serve",
         "--port", str(port),
         "--data-dir", str(tmp / "data"),
-        "--api-key", key,
+        f"--api-key={key}",
         "--threads", str(args.threads),
         "--ctx-size", str(args.ctx_size),
         "--slots", str(args.slots),

@@ -925,7 +925,7 @@ def main() -> int:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         load_before = os.getloadavg()
         with serving(
-            "inkstand", [*cmd, "--api-key", key], port, ready_path="/health", log=log
+            "inkstand", [*cmd, f"--api-key={key}"], port, ready_path="/health", log=log
         ) as server:
             graph_id = upload(server.base_url, key)
             run = uvloop.run(soak(args, server, key, graph_id))

@@ -262,7 +262,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as data:
         cmd = [
             str(Path(sys.executable).parent / "inkstand"),
-            *("serve", "--port", str(port), "--api-key", key, "--data-dir", data),
+            *("serve", "--port", str(port), f"--api-key={key}", "--data-dir", data),
             *("--threads", str(args.threads), "--ctx-size", str(CTX_SIZE)),
         ]
         log = Path(data) / "server.log"

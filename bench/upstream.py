@@ -154,7 +154,8 @@ def start_inkstand(
     )
     port, key = free_port(), secrets.token_urlsafe(24)
     cmd = [INKSTAND, "serve", "--config", str(config), "--port", str(port),
-           "--data-dir", str(tmp / f"data-{name}"), "--api-key", key, "--threads", "1"]  # fmt: skip
+           "--data-dir", str(tmp / f"data-{name}"), f"--api-key={key}",
+           "--threads", "1"]  # fmt: skip
     log = tmp / f"inkstand-{name}.log"
     server = stack.enter_context(serving(f"inkstand ({name})", cmd, port, ready_path="/health",
                                          log=log))  # fmt: skip
