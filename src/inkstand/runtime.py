@@ -200,7 +200,7 @@ class Runtime:
             "draft model %s: KV cache %.1f MiB (the model's own: %.1f MiB)",
             spec.draft,
             draft.kv_bytes / 2**20,
-            getattr(target, "kv_bytes", 0) / 2**20,
+            target.kv_bytes / 2**20,
         )
         return draft
 

@@ -129,4 +129,9 @@ class Backend(Protocol):
     def end(self, seq_id: int) -> None:
         """Release slot `seq_id`'s sampler; its KV stays, for reuse by a later request."""
 
+    @property
+    def kv_bytes(self) -> int:
+        """The KV cache's size in bytes, every slot's cells (`/metrics`, the load log)."""
+        ...
+
     def close(self) -> None: ...

@@ -27,6 +27,8 @@ SPECIALS = {"<|im_start|>": 257, "<|im_end|>": 258}  # control tokens, as in Cha
 
 
 class FakeBackend:
+    kv_bytes = 0  # its "KV" is a list of token ids per slot: no tensors to count
+
     def __init__(
         self,
         reply: str = "Hello from the fake model.",

@@ -178,12 +178,11 @@ class Engine:
             self.drafter.close()
 
     def kv_bytes(self) -> dict[str, int]:
-        """The KV cache's size per role ("model", and "draft" with a draft model), where the
-        backend knows it."""
-        sizes = {"model": getattr(self.backend, "kv_bytes", None)}
+        """The KV cache's size per role: "model", and "draft" with a draft model."""
+        sizes = {"model": self.backend.kv_bytes}
         if self.drafter is not None:
-            sizes["draft"] = getattr(self.drafter.backend, "kv_bytes", None)
-        return {role: size for role, size in sizes.items() if size is not None}
+            sizes["draft"] = self.drafter.backend.kv_bytes
+        return sizes
 
     @asynccontextmanager
     async def stream(self, request: GenerationRequest) -> AsyncIterator[EngineStream]:
